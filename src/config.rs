@@ -1,0 +1,253 @@
+//! Every setting of the server in one place: its flag, its `PYEXEC_` environment fallback,
+//! its default and its valid range.
+//!
+//! `SandboxArgs` is what clap parses; [`SandboxArgs::resolve`] turns it into the validated
+//! [`SandboxConfig`] the rest of the program uses, so a value out of range is refused at start
+//! with a message naming the flag and the variable, never discovered mid-call.
+
+use std::time::Duration;
+
+use clap::Args;
+
+/// The image `make image` builds and every call runs in unless `--image` says otherwise.
+pub const DEFAULT_IMAGE: &str = "mcp-python-executor/base:latest";
+
+/// The sandbox settings a user can change, as flags with `PYEXEC_*` environment fallbacks.
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// Docker image each call runs in (built by `make image`)
+    #[arg(long, global = true, env = "PYEXEC_IMAGE", default_value = DEFAULT_IMAGE)]
+    pub image: String,
+
+    /// Wall-clock limit per call, in seconds (1-3600); the program is killed when it passes
+    #[arg(long, global = true, env = "PYEXEC_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+
+    /// Memory limit per call, Docker-style size (e.g. 512m, 1g; 16m-64g); swap is not allowed
+    #[arg(long, global = true, env = "PYEXEC_MEMORY", default_value = "512m", value_parser = memory_size)]
+    pub memory: u64,
+
+    /// CPUs per call (0.05-64)
+    #[arg(long, global = true, env = "PYEXEC_CPUS", default_value_t = 1.0, value_parser = cpus)]
+    pub cpus: f64,
+
+    /// Maximum processes and threads per call (8-32768)
+    #[arg(long, global = true, env = "PYEXEC_PIDS", default_value_t = 128,
+          value_parser = clap::value_parser!(i64).range(8..=32768))]
+    pub pids: i64,
+
+    /// Docker network for executions; `none` means no network at all
+    #[arg(long, global = true, env = "PYEXEC_NETWORK", default_value = "none")]
+    pub network: String,
+
+    /// OCI runtime for executions, e.g. `runsc` for gVisor (default: the daemon's default)
+    #[arg(long, global = true, env = "PYEXEC_RUNTIME")]
+    pub runtime: Option<String>,
+
+    /// Output kept per stream (stdout, stderr), Docker-style size (1k-64m); the rest is dropped
+    #[arg(long, global = true, env = "PYEXEC_MAX_OUTPUT", default_value = "1m", value_parser = output_size)]
+    pub max_output: u64,
+
+    /// Largest request accepted: code plus input data, Docker-style size (1k-12m)
+    #[arg(long, global = true, env = "PYEXEC_MAX_INPUT", default_value = "4m", value_parser = input_size)]
+    pub max_input: u64,
+
+    /// Size of the writable /tmp (and /dev/shm) inside each container (1m-4g)
+    #[arg(long, global = true, env = "PYEXEC_TMP_SIZE", default_value = "64m", value_parser = tmp_size)]
+    pub tmp_size: u64,
+
+    /// Containers running at once; further calls queue (1-256; default: 2 x CPU cores)
+    #[arg(long, global = true, env = "PYEXEC_CONCURRENCY",
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub concurrency: Option<u64>,
+}
+
+/// Resource limits applied to every execution container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Wall-clock time from start until the server kills the container.
+    pub timeout: Duration,
+    /// Memory (and memory+swap, so no swap) in bytes.
+    pub memory_bytes: i64,
+    /// CPU quota in billionths of a CPU, as Docker's `NanoCpus`.
+    pub nano_cpus: i64,
+    /// Maximum number of processes and threads.
+    pub pids: i64,
+    /// Bytes kept per output stream before truncation.
+    pub max_output_bytes: usize,
+    /// Largest accepted code + stdin, in bytes.
+    pub max_input_bytes: usize,
+    /// Size of the /tmp and /dev/shm tmpfs, in bytes; also the largest file a program may write.
+    pub tmp_bytes: i64,
+}
+
+/// Everything the sandbox needs to know, validated.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Image executions run in.
+    pub image: String,
+    /// Docker network mode for executions (`none` by default).
+    pub network: String,
+    /// OCI runtime name, when not the daemon's default.
+    pub runtime: Option<String>,
+    /// Containers allowed to exist at once.
+    pub concurrency: usize,
+    /// Per-container limits.
+    pub limits: Limits,
+}
+
+impl SandboxArgs {
+    /// Validates the parsed arguments and fills in computed defaults.
+    pub fn resolve(&self) -> anyhow::Result<SandboxConfig> {
+        if self.image.trim().is_empty() {
+            anyhow::bail!("--image (PYEXEC_IMAGE) must name a Docker image, e.g. {DEFAULT_IMAGE}");
+        }
+        if self.network.trim().is_empty() {
+            anyhow::bail!("--network (PYEXEC_NETWORK) must name a Docker network, e.g. none");
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let concurrency = self.concurrency.map_or(2 * cores, |c| c as usize);
+        Ok(SandboxConfig {
+            image: self.image.clone(),
+            network: self.network.clone(),
+            runtime: self.runtime.clone().filter(|r| !r.trim().is_empty()),
+            concurrency,
+            limits: Limits {
+                timeout: Duration::from_secs(self.timeout),
+                memory_bytes: self.memory as i64,
+                nano_cpus: (self.cpus * 1e9).round() as i64,
+                pids: self.pids,
+                max_output_bytes: self.max_output as usize,
+                max_input_bytes: self.max_input as usize,
+                tmp_bytes: self.tmp_size as i64,
+            },
+        })
+    }
+}
+
+impl Default for SandboxArgs {
+    /// The documented defaults, as if no flag and no variable were given.
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: SandboxArgs,
+        }
+        Only::parse_from(["mcp-python-executor"]).args
+    }
+}
+
+/// Parses a Docker-style size: a number with an optional binary unit `b`, `k`, `m` or `g`
+/// (also accepted: `kb`/`kib` and so on, any case), as `docker run --memory` does.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (digits, unit) = lower.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; use a number with k, m or g, e.g. 512m"))?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}`; use k, m or g"
+            ));
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+fn size_in(text: &str, min: u64, max: u64, min_text: &str, max_text: &str) -> Result<u64, String> {
+    let size = parse_size(text)?;
+    if size < min || size > max {
+        return Err(format!(
+            "`{text}` is out of range: use {min_text} to {max_text}"
+        ));
+    }
+    Ok(size)
+}
+
+fn memory_size(text: &str) -> Result<u64, String> {
+    size_in(text, 16 << 20, 64 << 30, "16m", "64g")
+}
+
+fn output_size(text: &str) -> Result<u64, String> {
+    size_in(text, 1 << 10, 64 << 20, "1k", "64m")
+}
+
+fn input_size(text: &str) -> Result<u64, String> {
+    // The MCP stdio transport drops lines over 16 MiB, so a larger limit could never be seen.
+    size_in(text, 1 << 10, 12 << 20, "1k", "12m")
+}
+
+fn tmp_size(text: &str) -> Result<u64, String> {
+    size_in(text, 1 << 20, 4 << 30, "1m", "4g")
+}
+
+fn cpus(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of CPUs, e.g. 1 or 0.5"))?;
+    if !(0.05..=64.0).contains(&value) {
+        return Err(format!("`{text}` is out of range: use 0.05 to 64 CPUs"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_docker_binary_units() {
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size(" 2 mb "), Ok(2 << 20));
+    }
+
+    #[test]
+    fn bad_sizes_are_refused_with_a_hint() {
+        assert!(parse_size("").unwrap_err().contains("512m"));
+        assert!(parse_size("12q").unwrap_err().contains("unit"));
+        assert!(parse_size("-1m").is_err());
+        assert!(
+            parse_size("99999999999999g")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_range() {
+        assert!(memory_size("1m").unwrap_err().contains("16m to 64g"));
+        assert!(output_size("100g").is_err());
+        assert!(cpus("0").unwrap_err().contains("0.05"));
+        assert!(cpus("lots").is_err());
+        assert_eq!(cpus("1.5"), Ok(1.5));
+    }
+
+    #[test]
+    fn defaults_resolve_to_the_documented_limits() {
+        let config = SandboxArgs::default().resolve().unwrap();
+        assert_eq!(config.image, DEFAULT_IMAGE);
+        assert_eq!(config.network, "none");
+        assert_eq!(config.limits.timeout, Duration::from_secs(30));
+        assert_eq!(config.limits.memory_bytes, 512 << 20);
+        assert_eq!(config.limits.nano_cpus, 1_000_000_000);
+        assert_eq!(config.limits.pids, 128);
+        assert_eq!(config.limits.max_output_bytes, 1 << 20);
+        assert!(config.concurrency >= 2);
+    }
+}

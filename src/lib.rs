@@ -1,0 +1,28 @@
+//! mcp-python-executor: an MCP server that runs Python in short-lived, hardened Docker
+//! containers, one fresh container per call.
+//!
+//! # Layout
+//! - [`config`]: every setting (flag, `PYEXEC_*` variable, default, range) and its validation.
+//! - [`server`]: the MCP tools: argument structs, descriptions, results as MCP content.
+//! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
+//!   the guard that removes it on every path, and the startup reaper.
+//! - [`docker`]: the lazy daemon connection and Docker errors turned into next steps.
+//!
+//! A call goes `server` → [`sandbox::Sandbox::execute`] → Docker, and back as an
+//! [`sandbox::ExecutionResult`] that `server` renders. `main.rs` only parses the command line
+//! and wires these together.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use mcp_python_executor::{config::SandboxArgs, sandbox::{ExecutionRequest, Sandbox}};
+//! let sandbox = Sandbox::new(SandboxArgs::default().resolve()?);
+//! let cancel = tokio_util::sync::CancellationToken::new();
+//! let result = sandbox.execute(&ExecutionRequest::new("print(6 * 7)"), &cancel).await?;
+//! assert_eq!(result.stdout, "42\n");
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod docker;
+pub mod sandbox;
+pub mod server;

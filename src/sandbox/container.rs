@@ -1,0 +1,270 @@
+//! One execution container: the hardened create body, and the guard that owns its removal.
+//!
+//! [`container_spec`] is a pure function from the settings to Docker's create body, so every
+//! hardening flag is visible in one place and checked by unit tests. [`ContainerGuard`] owns a
+//! container from before it is created until it is removed: `remove().await` on the normal
+//! path, and on every other path (error, timeout, cancel, panic) its `Drop` removes it in the
+//! background. The guard also holds the concurrency permit, so a permit is returned only
+//! when its container is gone.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
+use bollard::query_parameters::RemoveContainerOptions;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::task::TaskTracker;
+
+use super::payload::RUNNER;
+use crate::config::SandboxConfig;
+
+/// Label on every container this project creates; its value is the owning server instance.
+pub const LABEL_OWNER: &str = "mcp-python-executor";
+/// Label holding the Unix time after which any server may remove the container.
+pub const LABEL_DEADLINE: &str = "mcp-python-executor.deadline";
+/// The unprivileged user the code runs as (created by images/Dockerfile).
+pub const SANDBOX_USER: &str = "10001:10001";
+/// Extra seconds the in-container deadline and the reaper give beyond the call's timeout.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Docker's create body for one execution: hardened, limited, labelled.
+pub fn container_spec(
+    config: &SandboxConfig,
+    instance: &str,
+    now: SystemTime,
+) -> ContainerCreateBody {
+    let limits = &config.limits;
+    let deadline = now + limits.timeout + GRACE + GRACE;
+    let deadline_secs = deadline
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    // The in-container deadline: an orphan (server killed) ends by itself.
+    let inner_deadline = (limits.timeout + GRACE).as_secs();
+    // CPU seconds a process may use: enough for every allowed core over the whole timeout.
+    let cpu_seconds = inner_deadline as i64 * ((limits.nano_cpus + 999_999_999) / 1_000_000_000);
+    let tmpfs_options = format!("rw,nosuid,nodev,size={},mode=1777", limits.tmp_bytes);
+    let ulimit = |name: &str, value: i64| ResourcesUlimits {
+        name: Some(name.to_string()),
+        soft: Some(value),
+        hard: Some(value),
+    };
+    ContainerCreateBody {
+        image: Some(config.image.clone()),
+        user: Some(SANDBOX_USER.to_string()),
+        hostname: Some("sandbox".to_string()),
+        working_dir: Some("/tmp".to_string()),
+        entrypoint: Some(vec![
+            "timeout".to_string(),
+            "-s".to_string(),
+            "KILL".to_string(),
+            inner_deadline.to_string(),
+        ]),
+        cmd: Some(vec![
+            "python3".to_string(),
+            "-u".to_string(),
+            "-c".to_string(),
+            RUNNER.to_string(),
+        ]),
+        env: Some(vec![
+            "PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin".to_string(),
+            "HOME=/tmp".to_string(),
+            "LANG=C.UTF-8".to_string(),
+            "PYTHONUNBUFFERED=1".to_string(),
+            "PYTHONDONTWRITEBYTECODE=1".to_string(),
+        ]),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        labels: Some(HashMap::from([
+            (LABEL_OWNER.to_string(), instance.to_string()),
+            (LABEL_DEADLINE.to_string(), deadline_secs.to_string()),
+        ])),
+        host_config: Some(HostConfig {
+            network_mode: Some(config.network.clone()),
+            runtime: config.runtime.clone(),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            privileged: Some(false),
+            init: Some(true),
+            ipc_mode: Some("private".to_string()),
+            tmpfs: Some(HashMap::from([("/tmp".to_string(), tmpfs_options)])),
+            shm_size: Some(limits.tmp_bytes),
+            memory: Some(limits.memory_bytes),
+            memory_swap: Some(limits.memory_bytes),
+            nano_cpus: Some(limits.nano_cpus),
+            pids_limit: Some(limits.pids),
+            ulimits: Some(vec![
+                ulimit("nofile", 1024),
+                ulimit("fsize", limits.tmp_bytes),
+                ulimit("core", 0),
+                ulimit("cpu", cpu_seconds),
+            ]),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".to_string()),
+                config: None,
+            }),
+            binds: Some(Vec::new()),
+            devices: Some(Vec::new()),
+            auto_remove: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Owns one container by name, from before its creation until its removal.
+///
+/// The name is chosen before the create call, so even a create interrupted half-way is
+/// removed: removal of a container that was never created is a harmless 404.
+pub struct ContainerGuard {
+    /// Client used to remove the container.
+    docker: Docker,
+    /// The container's name; `None` once removal has been handed off.
+    name: Option<String>,
+    /// The concurrency slot, released only after the container is gone.
+    permit: Option<OwnedSemaphorePermit>,
+    /// Background removals started by `Drop`, so shutdown can wait for them.
+    cleanup: TaskTracker,
+}
+
+impl ContainerGuard {
+    pub fn new(
+        docker: Docker,
+        name: String,
+        permit: OwnedSemaphorePermit,
+        cleanup: TaskTracker,
+    ) -> Self {
+        Self {
+            docker,
+            name: Some(name),
+            permit: Some(permit),
+            cleanup,
+        }
+    }
+
+    /// The container's name, usable wherever Docker takes an id.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+
+    /// Kills (if running) and removes the container, then releases the permit.
+    pub async fn remove(mut self) -> Result<(), bollard::errors::Error> {
+        let name = self.name.take().unwrap_or_default();
+        let _permit = self.permit.take();
+        remove_container(&self.docker, &name).await
+    }
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else { return };
+        let permit = self.permit.take();
+        let docker = self.docker.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(container = %name, "no runtime to remove the container; the reaper will");
+            return;
+        };
+        self.cleanup.spawn_on(
+            async move {
+                if let Err(error) = remove_container(&docker, &name).await {
+                    tracing::warn!(container = %name, %error, "could not remove container");
+                }
+                drop(permit);
+            },
+            &runtime,
+        );
+    }
+}
+
+/// Force-removes a container; one already gone (or being removed) counts as removed.
+pub async fn remove_container(docker: &Docker, name: &str) -> Result<(), bollard::errors::Error> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    match docker.remove_container(name, Some(options)).await {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
+            if status_code == 404 || status_code == 409 =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SandboxArgs;
+
+    fn spec() -> ContainerCreateBody {
+        let config = SandboxArgs::default().resolve().unwrap();
+        container_spec(
+            &config,
+            "instance-1",
+            UNIX_EPOCH + Duration::from_secs(1000),
+        )
+    }
+
+    #[test]
+    fn the_container_is_hardened_by_default() {
+        let spec = spec();
+        let host = spec.host_config.unwrap();
+        assert_eq!(spec.user.as_deref(), Some(SANDBOX_USER));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.binds, Some(vec![]));
+        assert_eq!(host.devices, Some(vec![]));
+        assert_eq!(
+            host.memory, host.memory_swap,
+            "no swap beyond the memory limit"
+        );
+        assert_eq!(host.pids_limit, Some(128));
+        assert!(host.tmpfs.unwrap()["/tmp"].contains("size=67108864"));
+        assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("none"));
+    }
+
+    #[test]
+    fn labels_name_the_owner_and_a_deadline_past_the_timeout() {
+        let labels = spec().labels.unwrap();
+        assert_eq!(labels[LABEL_OWNER], "instance-1");
+        // 1000 s + 30 s timeout + two grace periods of 5 s.
+        assert_eq!(labels[LABEL_DEADLINE], "1040");
+    }
+
+    #[test]
+    fn the_program_has_its_own_deadline_and_cpu_budget() {
+        let spec = spec();
+        assert_eq!(spec.entrypoint.unwrap(), ["timeout", "-s", "KILL", "35"]);
+        let ulimits = spec.host_config.unwrap().ulimits.unwrap();
+        let cpu = ulimits
+            .iter()
+            .find(|u| u.name.as_deref() == Some("cpu"))
+            .unwrap();
+        assert_eq!(cpu.hard, Some(35));
+    }
+
+    #[test]
+    fn env_is_explicit_and_minimal() {
+        let env = spec().env.unwrap();
+        assert!(
+            env.iter()
+                .all(|e| !e.contains("SECRET") && !e.starts_with("DOCKER"))
+        );
+        assert!(env.contains(&"HOME=/tmp".to_string()));
+    }
+}
