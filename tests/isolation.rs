@@ -72,7 +72,7 @@ async fn timeout_kills_the_container_and_reports_it() {
     let sandbox = sandbox_with(&["--timeout", "2"]);
     let code = "import time\nprint('started', flush=True)\nwhile True:\n    time.sleep(0.1)";
     let result = run(&sandbox, code).await;
-    assert!(result.timed_out);
+    assert!(result.timed_out, "{result:?}");
     assert!(result.failed());
     assert_eq!(result.exit_code, 137);
     assert_eq!(result.stdout, "started\n", "output before the kill is kept");

@@ -1,0 +1,47 @@
+# mcp-python-executor — the commands a user and CI need.
+#   make run    build what is missing (image, binary) and serve MCP on stdio
+#   make test   build what is missing, then run every test against real Docker
+#   make image  build the sandbox image (registry base if reachable, offline debootstrap if not)
+
+BIN        := target/release/mcp-python-executor
+CLIENT_VENV := target/pyclient
+
+.PHONY: all build image image-rebuild run test test-rust test-client lint clean
+
+all: build
+
+build:
+	cargo build --release
+
+image:
+	images/build.sh
+
+image-rebuild:
+	images/build.sh --force
+
+run: image build
+	@exec $(BIN)
+
+# The official MCP Python client first, then the Rust suite (its summary is the last line).
+test: image build test-client test-rust
+
+test-rust:
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --no-fail-fast; \
+	else \
+		cargo test --no-fail-fast; \
+	fi
+
+$(CLIENT_VENV)/bin/python:
+	python3 -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/pip install --quiet --disable-pip-version-check 'mcp>=1.10,<2'
+
+test-client: $(CLIENT_VENV)/bin/python build
+	$(CLIENT_VENV)/bin/python tests/official_client.py $(BIN)
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+clean:
+	cargo clean
