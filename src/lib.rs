@@ -24,5 +24,6 @@
 
 pub mod config;
 pub mod docker;
+pub mod packages;
 pub mod sandbox;
 pub mod server;

@@ -28,33 +28,27 @@ pub const SANDBOX_USER: &str = "10001:10001";
 /// Extra seconds the in-container deadline and the reaper give beyond the call's timeout.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Docker's create body for one execution: hardened, limited, labelled.
+/// Docker's create body for one execution of `image`: hardened, limited, labelled.
 pub fn container_spec(
     config: &SandboxConfig,
+    image: &str,
     instance: &str,
     now: SystemTime,
 ) -> ContainerCreateBody {
     let limits = &config.limits;
-    let deadline = now + limits.timeout + GRACE + GRACE;
-    let deadline_secs = deadline
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
     // The in-container deadline: an orphan (server killed) ends by itself.
     let inner_deadline = (limits.timeout + GRACE).as_secs();
     // CPU seconds a process may use: enough for every allowed core over the whole timeout.
     let cpu_seconds = inner_deadline as i64 * ((limits.nano_cpus + 999_999_999) / 1_000_000_000);
-    let tmpfs_options = format!("rw,nosuid,nodev,size={},mode=1777", limits.tmp_bytes);
-    let ulimit = |name: &str, value: i64| ResourcesUlimits {
-        name: Some(name.to_string()),
-        soft: Some(value),
-        hard: Some(value),
-    };
+    let mut host_config = hardened_host_config(config);
+    host_config.readonly_rootfs = Some(true);
+    host_config.network_mode = Some(config.network.clone());
+    if let Some(ulimits) = host_config.ulimits.as_mut() {
+        ulimits.push(ulimit("cpu", cpu_seconds));
+    }
     ContainerCreateBody {
-        image: Some(config.image.clone()),
+        image: Some(image.to_string()),
         user: Some(SANDBOX_USER.to_string()),
-        hostname: Some("sandbox".to_string()),
-        working_dir: Some("/tmp".to_string()),
         entrypoint: Some(vec![
             "timeout".to_string(),
             "-s".to_string(),
@@ -67,6 +61,21 @@ pub fn container_spec(
             "-c".to_string(),
             RUNNER.to_string(),
         ]),
+        labels: Some(ownership_labels(
+            instance,
+            now + limits.timeout + GRACE + GRACE,
+        )),
+        host_config: Some(host_config),
+        ..attached_body()
+    }
+}
+
+/// The create body fields every container shares: explicit minimal env and workdir, and
+/// stdin/stdout/stderr attached with stdin closed after the first attach ends.
+pub fn attached_body() -> ContainerCreateBody {
+    ContainerCreateBody {
+        hostname: Some("sandbox".to_string()),
+        working_dir: Some("/tmp".to_string()),
         env: Some(vec![
             "PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin".to_string(),
             "HOME=/tmp".to_string(),
@@ -80,41 +89,62 @@ pub fn container_spec(
         open_stdin: Some(true),
         stdin_once: Some(true),
         tty: Some(false),
-        labels: Some(HashMap::from([
-            (LABEL_OWNER.to_string(), instance.to_string()),
-            (LABEL_DEADLINE.to_string(), deadline_secs.to_string()),
-        ])),
-        host_config: Some(HostConfig {
-            network_mode: Some(config.network.clone()),
-            runtime: config.runtime.clone(),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".to_string()]),
-            security_opt: Some(vec!["no-new-privileges".to_string()]),
-            privileged: Some(false),
-            init: Some(true),
-            ipc_mode: Some("private".to_string()),
-            tmpfs: Some(HashMap::from([("/tmp".to_string(), tmpfs_options)])),
-            shm_size: Some(limits.tmp_bytes),
-            memory: Some(limits.memory_bytes),
-            memory_swap: Some(limits.memory_bytes),
-            nano_cpus: Some(limits.nano_cpus),
-            pids_limit: Some(limits.pids),
-            ulimits: Some(vec![
-                ulimit("nofile", 1024),
-                ulimit("fsize", limits.tmp_bytes),
-                ulimit("core", 0),
-                ulimit("cpu", cpu_seconds),
-            ]),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("none".to_string()),
-                config: None,
-            }),
-            binds: Some(Vec::new()),
-            devices: Some(Vec::new()),
-            auto_remove: Some(false),
-            ..Default::default()
-        }),
         ..Default::default()
+    }
+}
+
+/// The owner and deadline labels the reaper reads.
+pub fn ownership_labels(instance: &str, deadline: SystemTime) -> HashMap<String, String> {
+    let deadline_secs = deadline
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    HashMap::from([
+        (LABEL_OWNER.to_string(), instance.to_string()),
+        (LABEL_DEADLINE.to_string(), deadline_secs.to_string()),
+    ])
+}
+
+/// The isolation and limits every container gets, executions and installs alike: no
+/// capabilities, no new privileges, init, private IPC, memory without swap, CPU, processes,
+/// file and output ulimits, a sized /tmp, no mounts, no devices, no logs.
+pub fn hardened_host_config(config: &SandboxConfig) -> HostConfig {
+    let limits = &config.limits;
+    let tmpfs_options = format!("rw,nosuid,nodev,size={},mode=1777", limits.tmp_bytes);
+    HostConfig {
+        runtime: config.runtime.clone(),
+        cap_drop: Some(vec!["ALL".to_string()]),
+        security_opt: Some(vec!["no-new-privileges".to_string()]),
+        privileged: Some(false),
+        init: Some(true),
+        ipc_mode: Some("private".to_string()),
+        tmpfs: Some(HashMap::from([("/tmp".to_string(), tmpfs_options)])),
+        shm_size: Some(limits.tmp_bytes),
+        memory: Some(limits.memory_bytes),
+        memory_swap: Some(limits.memory_bytes),
+        nano_cpus: Some(limits.nano_cpus),
+        pids_limit: Some(limits.pids),
+        ulimits: Some(vec![
+            ulimit("nofile", 1024),
+            ulimit("fsize", limits.tmp_bytes),
+            ulimit("core", 0),
+        ]),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("none".to_string()),
+            config: None,
+        }),
+        binds: Some(Vec::new()),
+        devices: Some(Vec::new()),
+        auto_remove: Some(false),
+        ..Default::default()
+    }
+}
+
+fn ulimit(name: &str, value: i64) -> ResourcesUlimits {
+    ResourcesUlimits {
+        name: Some(name.to_string()),
+        soft: Some(value),
+        hard: Some(value),
     }
 }
 
@@ -127,7 +157,7 @@ pub struct ContainerGuard {
     docker: Docker,
     /// The container's name; `None` once removal has been handed off.
     name: Option<String>,
-    /// The concurrency slot, released only after the container is gone.
+    /// The concurrency slot (executions only), released only after the container is gone.
     permit: Option<OwnedSemaphorePermit>,
     /// Background removals started by `Drop`, so shutdown can wait for them.
     cleanup: TaskTracker,
@@ -137,13 +167,13 @@ impl ContainerGuard {
     pub fn new(
         docker: Docker,
         name: String,
-        permit: OwnedSemaphorePermit,
+        permit: Option<OwnedSemaphorePermit>,
         cleanup: TaskTracker,
     ) -> Self {
         Self {
             docker,
             name: Some(name),
-            permit: Some(permit),
+            permit,
             cleanup,
         }
     }
@@ -208,6 +238,7 @@ mod tests {
         let config = SandboxArgs::default().resolve().unwrap();
         container_spec(
             &config,
+            "img",
             "instance-1",
             UNIX_EPOCH + Duration::from_secs(1000),
         )

@@ -11,22 +11,26 @@ mod payload;
 mod reaper;
 
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bollard::Docker;
 use bollard::container::LogOutput;
+use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use container::{LABEL_DEADLINE, LABEL_OWNER, SANDBOX_USER, container_spec};
+pub use container::{
+    LABEL_DEADLINE, LABEL_OWNER, SANDBOX_USER, attached_body, container_spec, hardened_host_config,
+    ownership_labels,
+};
 pub use output::CappedBuffer;
 pub use payload::ExecutionRequest;
 pub use reaper::reap_expired;
@@ -90,15 +94,37 @@ pub enum SandboxError {
     ShuttingDown,
 }
 
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// How one attached container run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Exit status; 137 when killed.
+    pub exit_code: i64,
+    /// True when the server killed it at the timeout.
+    pub timed_out: bool,
+    /// True when the kernel's OOM killer ended it.
+    pub oom_killed: bool,
+    /// Time from start to the end of its output.
+    pub duration_ms: u64,
+}
+
 /// Runs code in fresh containers, one per call, at most `concurrency` at once.
 pub struct Sandbox {
     /// The daemon connection, made on first use.
     docker: LazyDocker,
-    /// Image, network, runtime and limits for every container.
+    /// Network, runtime and limits for every container; `config.image` is the base image.
     config: SandboxConfig,
+    /// The image executions start from: the base, or the current package environment.
+    image: RwLock<Arc<str>>,
     /// This server's identity, the value of every container's owner label.
     instance: String,
-    /// Slots for containers; a slot is released only after its container is removed.
+    /// Slots for execution containers; a slot frees only after its container is removed.
     permits: Arc<Semaphore>,
     /// Background removals, so shutdown can wait for them.
     cleanup: TaskTracker,
@@ -114,6 +140,7 @@ impl Sandbox {
         Self {
             docker: LazyDocker::default(),
             permits: Arc::new(Semaphore::new(config.concurrency)),
+            image: RwLock::new(Arc::from(config.image.as_str())),
             config,
             instance,
             cleanup: TaskTracker::new(),
@@ -129,6 +156,21 @@ impl Sandbox {
     /// This server instance's id, as found on its containers' owner label.
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// The image new executions start from.
+    pub fn current_image(&self) -> Arc<str> {
+        self.image.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Points later executions at `image`; calls already running keep theirs.
+    pub fn set_current_image(&self, image: &str) {
+        *self.image.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(image);
+    }
+
+    /// The connected Docker client (connecting on first use).
+    pub async fn docker(&self) -> Result<&Docker, SandboxError> {
+        self.docker.get().await
     }
 
     /// Connects to Docker, reaps expired containers and checks that the image exists, so
@@ -152,7 +194,6 @@ impl Sandbox {
         cancel: &CancellationToken,
     ) -> Result<ExecutionResult, SandboxError> {
         let payload = request.encode(self.config.limits.max_input_bytes)?;
-        let docker = self.docker.get().await?;
         let permit = tokio::select! {
             permit = self.permits.clone().acquire_owned() => {
                 permit.map_err(|_| SandboxError::ShuttingDown)?
@@ -160,6 +201,48 @@ impl Sandbox {
             _ = cancel.cancelled() => return Err(SandboxError::Cancelled),
             _ = self.stopping.cancelled() => return Err(SandboxError::ShuttingDown),
         };
+        let image = self.current_image();
+        let limits = &self.config.limits;
+        self.in_fresh_container(Some(permit), cancel, async |docker, name| {
+            let spec = container_spec(&self.config, &image, &self.instance, SystemTime::now());
+            let mut stdout = CappedBuffer::new(limits.max_output_bytes);
+            let mut stderr = CappedBuffer::new(limits.max_output_bytes);
+            let outcome =
+                run_attached(
+                    docker,
+                    name,
+                    spec,
+                    payload,
+                    limits.timeout,
+                    &mut |s, b| match s {
+                        Stream::Stdout => stdout.push(b),
+                        Stream::Stderr => stderr.push(b),
+                    },
+                )
+                .await?;
+            let truncated = stdout.truncated() || stderr.truncated();
+            Ok(ExecutionResult {
+                stdout: stdout.into_text(),
+                stderr: stderr.into_text(),
+                exit_code: outcome.exit_code,
+                timed_out: outcome.timed_out,
+                oom_killed: outcome.oom_killed,
+                truncated,
+                duration_ms: outcome.duration_ms,
+            })
+        })
+        .await
+    }
+
+    /// Gives `body` a fresh container name owned by a guard, stops it on cancel or shutdown,
+    /// and removes the container whatever happened before returning `body`'s result.
+    pub async fn in_fresh_container<T>(
+        &self,
+        permit: Option<OwnedSemaphorePermit>,
+        cancel: &CancellationToken,
+        body: impl AsyncFnOnce(&Docker, &str) -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
+        let docker = self.docker.get().await?;
         let name = format!(
             "mcp-python-executor-{}-{}",
             self.instance,
@@ -167,7 +250,7 @@ impl Sandbox {
         );
         let guard = ContainerGuard::new(docker.clone(), name, permit, self.cleanup.clone());
         let outcome = tokio::select! {
-            result = self.run(docker, guard.name(), payload) => result,
+            result = body(docker, guard.name()) => result,
             _ = cancel.cancelled() => Err(SandboxError::Cancelled),
             _ = self.stopping.cancelled() => Err(SandboxError::ShuttingDown),
         };
@@ -176,113 +259,6 @@ impl Sandbox {
             tracing::warn!(container = %name, %error, "could not remove container");
         }
         outcome
-    }
-
-    /// Create, attach, start, stream the payload in and the output out, wait.
-    async fn run(
-        &self,
-        docker: &Docker,
-        name: &str,
-        payload: Vec<u8>,
-    ) -> Result<ExecutionResult, SandboxError> {
-        let image = &self.config.image;
-        let limits = &self.config.limits;
-        let spec = container_spec(&self.config, &self.instance, SystemTime::now());
-        let options = CreateContainerOptions {
-            name: Some(name.to_string()),
-            ..Default::default()
-        };
-        docker
-            .create_container(Some(options), spec)
-            .await
-            .map_err(|e| classify(e, "create the container", image))?;
-        let attach = AttachContainerOptions {
-            stdin: true,
-            stdout: true,
-            stderr: true,
-            stream: true,
-            ..Default::default()
-        };
-        let streams = docker
-            .attach_container(name, Some(attach))
-            .await
-            .map_err(|e| classify(e, "attach to the container", image))?;
-        docker
-            .start_container(name, None)
-            .await
-            .map_err(|e| classify(e, "start the container", image))?;
-        let started = Instant::now();
-
-        let mut stdout = CappedBuffer::new(limits.max_output_bytes);
-        let mut stderr = CappedBuffer::new(limits.max_output_bytes);
-        let mut input = streams.input;
-        let mut output = streams.output;
-        let write = async move {
-            // The program may exit without reading its stdin; a broken pipe is not an error.
-            let _ = input.write_all(&payload).await;
-            let _ = input.shutdown().await;
-        };
-        let read = async {
-            while let Some(item) = output.next().await {
-                match item {
-                    Ok(LogOutput::StdOut { message }) => stdout.push(&message),
-                    Ok(LogOutput::StdErr { message }) => stderr.push(&message),
-                    Ok(_) => {}
-                    Err(error) => return Err(classify(error, "read the output", image)),
-                }
-            }
-            Ok(())
-        };
-        let streamed = tokio::time::timeout(limits.timeout, drive_until(read, write)).await;
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let timed_out = match streamed {
-            Ok(result) => {
-                result?;
-                false
-            }
-            Err(_) => true,
-        };
-        let (exit_code, oom_killed) = if timed_out {
-            (KILLED, false)
-        } else {
-            self.exit_status(docker, name).await?
-        };
-        let truncated = stdout.truncated() || stderr.truncated();
-        Ok(ExecutionResult {
-            stdout: stdout.into_text(),
-            stderr: stderr.into_text(),
-            exit_code,
-            timed_out,
-            oom_killed,
-            truncated,
-            duration_ms,
-        })
-    }
-
-    /// The exit code of a container whose output has ended, and whether the OOM killer hit it.
-    async fn exit_status(&self, docker: &Docker, name: &str) -> Result<(i64, bool), SandboxError> {
-        let image = &self.config.image;
-        let code = match docker.wait_container(name, None).next().await {
-            Some(Ok(response)) => response.status_code,
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(error)) => return Err(classify(error, "wait for the container", image)),
-            None => {
-                return Err(SandboxError::Docker {
-                    action: "wait for the container",
-                    message: "the wait ended without a status".to_string(),
-                });
-            }
-        };
-        // Only a SIGKILL can be the OOM killer's; skip the extra round trip otherwise.
-        if code != KILLED {
-            return Ok((code, false));
-        }
-        let state = docker
-            .inspect_container(name, None)
-            .await
-            .map_err(|e| classify(e, "inspect the container", image))?
-            .state;
-        Ok((code, state.and_then(|s| s.oom_killed).unwrap_or(false)))
     }
 
     /// Stops every running call, then waits (up to `grace`) until all containers are removed.
@@ -298,6 +274,111 @@ impl Sandbox {
             tracing::warn!("shutdown grace passed with containers still being removed");
         }
     }
+}
+
+/// Create, attach, start, stream `payload` in and the output out to `on_output`, wait.
+///
+/// The timeout covers everything after start; a container still running then is reported as
+/// timed out (the caller's guard kills and removes it).
+pub async fn run_attached(
+    docker: &Docker,
+    name: &str,
+    spec: ContainerCreateBody,
+    payload: Vec<u8>,
+    timeout: Duration,
+    on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
+) -> Result<RunOutcome, SandboxError> {
+    let image = spec.image.clone().unwrap_or_default();
+    let options = CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(options), spec)
+        .await
+        .map_err(|e| classify(e, "create the container", &image))?;
+    let attach = AttachContainerOptions {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        stream: true,
+        ..Default::default()
+    };
+    let streams = docker
+        .attach_container(name, Some(attach))
+        .await
+        .map_err(|e| classify(e, "attach to the container", &image))?;
+    docker
+        .start_container(name, None)
+        .await
+        .map_err(|e| classify(e, "start the container", &image))?;
+    let started = Instant::now();
+
+    let mut input = streams.input;
+    let mut output = streams.output;
+    let write = async move {
+        // The program may exit without reading its stdin; a broken pipe is not an error.
+        let _ = input.write_all(&payload).await;
+        let _ = input.shutdown().await;
+    };
+    let read = async {
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(LogOutput::StdOut { message }) => on_output(Stream::Stdout, &message),
+                Ok(LogOutput::StdErr { message }) => on_output(Stream::Stderr, &message),
+                Ok(_) => {}
+                Err(error) => return Err(classify(error, "read the output", &image)),
+            }
+        }
+        Ok(())
+    };
+    let streamed = tokio::time::timeout(timeout, drive_until(read, write)).await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    if let Ok(result) = streamed {
+        result?;
+        let (exit_code, oom_killed) = exit_status(docker, name, &image).await?;
+        return Ok(RunOutcome {
+            exit_code,
+            timed_out: false,
+            oom_killed,
+            duration_ms,
+        });
+    }
+    Ok(RunOutcome {
+        exit_code: KILLED,
+        timed_out: true,
+        oom_killed: false,
+        duration_ms,
+    })
+}
+
+/// The exit code of a container whose output has ended, and whether the OOM killer hit it.
+async fn exit_status(
+    docker: &Docker,
+    name: &str,
+    image: &str,
+) -> Result<(i64, bool), SandboxError> {
+    let code = match docker.wait_container(name, None).next().await {
+        Some(Ok(response)) => response.status_code,
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+        Some(Err(error)) => return Err(classify(error, "wait for the container", image)),
+        None => {
+            return Err(SandboxError::Docker {
+                action: "wait for the container",
+                message: "the wait ended without a status".to_string(),
+            });
+        }
+    };
+    // Only a SIGKILL can be the OOM killer's; skip the extra round trip otherwise.
+    if code != KILLED {
+        return Ok((code, false));
+    }
+    let state = docker
+        .inspect_container(name, None)
+        .await
+        .map_err(|e| classify(e, "inspect the container", image))?
+        .state;
+    Ok((code, state.and_then(|s| s.oom_killed).unwrap_or(false)))
 }
 
 /// Polls `read` to completion while also driving `write`, which may finish first or never.
