@@ -215,7 +215,8 @@ mod tests {
 
     #[test]
     fn dangerous_or_malformed_specs_are_refused() {
-        let cases: &[(&str, fn(&SpecError) -> bool)] = &[
+        type Expect = fn(&SpecError) -> bool;
+        let cases: &[(&str, Expect)] = &[
             ("", |e| matches!(e, SpecError::Blank(_))),
             ("   ", |e| matches!(e, SpecError::Blank(_))),
             ("--index-url=https://evil.example/simple", |e| {
