@@ -63,6 +63,148 @@ pub struct SandboxArgs {
     pub concurrency: Option<u64>,
 }
 
+/// The package environment: where installs go, how pip reaches its index, what to preinstall.
+#[derive(Debug, Clone, Args)]
+pub struct EnvironmentArgs {
+    /// Tag naming the current package environment (moves only after a successful install)
+    #[arg(long, global = true, env = "PYEXEC_ENV_TAG", default_value = DEFAULT_ENV_TAG)]
+    pub env_tag: String,
+
+    /// Packages installed at start if missing, separated by spaces or commas
+    #[arg(
+        long,
+        global = true,
+        env = "PREINSTALLED_PACKAGES",
+        value_name = "SPECS"
+    )]
+    pub preinstalled: Option<String>,
+
+    /// Time limit for one install, in seconds (10-7200)
+    #[arg(long, global = true, env = "PYEXEC_INSTALL_TIMEOUT", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(10..=7200))]
+    pub install_timeout: u64,
+
+    /// Docker network install containers use to reach the package index
+    #[arg(
+        long,
+        global = true,
+        env = "PYEXEC_INSTALL_NETWORK",
+        default_value = "bridge"
+    )]
+    pub install_network: String,
+
+    /// Allow source distributions (runs their build code at install time); wheels only if unset
+    #[arg(long, global = true, env = "PYEXEC_ALLOW_SDIST")]
+    pub allow_sdist: bool,
+
+    /// Layers stacked before the environment is rebuilt from the base in one layer (1-100)
+    #[arg(long, global = true, env = "PYEXEC_MAX_LAYERS", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_layers: u32,
+
+    /// Package index for installs (pip's own PIP_INDEX_URL)
+    #[arg(long, global = true, env = "PIP_INDEX_URL", value_name = "URL")]
+    pub pip_index_url: Option<String>,
+
+    /// Extra package indexes for installs (pip's own PIP_EXTRA_INDEX_URL)
+    #[arg(long, global = true, env = "PIP_EXTRA_INDEX_URL", value_name = "URLS")]
+    pub pip_extra_index_url: Option<String>,
+
+    /// Hosts pip trusts without TLS (pip's own PIP_TRUSTED_HOST)
+    #[arg(long, global = true, env = "PIP_TRUSTED_HOST", value_name = "HOSTS")]
+    pub pip_trusted_host: Option<String>,
+
+    /// CA bundle pip uses for TLS, e.g. a corporate proxy's (pip's own PIP_CERT)
+    #[arg(long, global = true, env = "PIP_CERT", value_name = "FILE")]
+    pub pip_cert: Option<std::path::PathBuf>,
+}
+
+/// The tag of the current package environment unless `--env-tag` says otherwise.
+pub const DEFAULT_ENV_TAG: &str = "mcp-python-executor/env:current";
+
+/// Proxy variables passed from the server's environment to install containers.
+const PROXY_VARS: [&str; 6] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// Validated environment settings.
+#[derive(Debug, Clone)]
+pub struct EnvironmentConfig {
+    /// Repository and tag of the current environment image.
+    pub env_tag: String,
+    /// Specs to have installed at start (unvalidated text items).
+    pub preinstalled: Vec<String>,
+    /// Time limit for one install.
+    pub install_timeout: Duration,
+    /// Network of install containers.
+    pub install_network: String,
+    /// Whether sdists may be built.
+    pub allow_sdist: bool,
+    /// Layers before a rebuild from the base.
+    pub max_layers: u32,
+    /// pip and proxy variables for the install container.
+    pub pip_env: Vec<(String, String)>,
+    /// PEM text of the CA bundle pip must trust, read from `--pip-cert` at start.
+    pub pip_cert: Option<String>,
+}
+
+impl EnvironmentArgs {
+    pub fn resolve(&self) -> anyhow::Result<EnvironmentConfig> {
+        let Some((repo, tag)) = self
+            .env_tag
+            .rsplit_once(':')
+            .filter(|(r, t)| !r.is_empty() && !t.is_empty() && !t.contains('/'))
+        else {
+            anyhow::bail!(
+                "--env-tag (PYEXEC_ENV_TAG) must be repository:tag, e.g. {DEFAULT_ENV_TAG}"
+            );
+        };
+        let mut pip_env = Vec::new();
+        for (name, value) in [
+            ("PIP_INDEX_URL", &self.pip_index_url),
+            ("PIP_EXTRA_INDEX_URL", &self.pip_extra_index_url),
+            ("PIP_TRUSTED_HOST", &self.pip_trusted_host),
+        ] {
+            if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
+                pip_env.push((name.to_string(), value.clone()));
+            }
+        }
+        for name in PROXY_VARS {
+            if let Ok(value) = std::env::var(name) {
+                pip_env.push((name.to_string(), value));
+            }
+        }
+        let pip_cert = match self.pip_cert.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+            None => None,
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "--pip-cert (PIP_CERT) names {}, which cannot be read: {e}",
+                    path.display()
+                )
+            })?),
+        };
+        Ok(EnvironmentConfig {
+            env_tag: format!("{repo}:{tag}"),
+            preinstalled: self
+                .preinstalled
+                .as_deref()
+                .map(crate::packages::split_package_list)
+                .unwrap_or_default(),
+            install_timeout: Duration::from_secs(self.install_timeout),
+            install_network: self.install_network.clone(),
+            allow_sdist: self.allow_sdist,
+            max_layers: self.max_layers,
+            pip_env,
+            pip_cert,
+        })
+    }
+}
+
 /// Resource limits applied to every execution container.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {

@@ -7,6 +7,8 @@
 //! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
 //!   the guard that removes it on every path, and the startup reaper.
 //! - [`docker`]: the lazy daemon connection and Docker errors turned into next steps.
+//! - [`image`]: the package environment: the current image, installs as committed layers.
+//! - [`packages`]: package spec validation (PEP 508) and pip's argument vector.
 //!
 //! A call goes `server` → [`sandbox::Sandbox::execute`] → Docker, and back as an
 //! [`sandbox::ExecutionResult`] that `server` renders. `main.rs` only parses the command line
@@ -24,6 +26,7 @@
 
 pub mod config;
 pub mod docker;
+pub mod image;
 pub mod packages;
 pub mod sandbox;
 pub mod server;

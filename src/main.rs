@@ -12,7 +12,8 @@ use clap::{Parser, Subcommand};
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
-use mcp_python_executor::config::SandboxArgs;
+use mcp_python_executor::config::{EnvironmentArgs, SandboxArgs};
+use mcp_python_executor::image::Environment;
 use mcp_python_executor::sandbox::{ExecutionRequest, Sandbox};
 use mcp_python_executor::server::PythonExecutor;
 
@@ -34,6 +35,8 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     sandbox: SandboxArgs,
+    #[command(flatten)]
+    environment: EnvironmentArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +51,22 @@ enum Command {
         #[arg(long = "input", value_name = "LINE")]
         input: Vec<String>,
     },
+    /// Manage the packages baked into the execution environment
+    #[command(subcommand)]
+    Packages(PackagesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PackagesCommand {
+    /// List installed packages with versions
+    List,
+    /// Install packages (PEP 508 specs such as numpy or "pandas==2.*") as a new layer
+    Install {
+        #[arg(required = true, value_name = "SPEC")]
+        specs: Vec<String>,
+    },
+    /// Forget every installed package and go back to the base image
+    Reset,
 }
 
 fn main() -> ExitCode {
@@ -68,11 +87,15 @@ fn main() -> ExitCode {
         }
     };
     let outcome = runtime.block_on(async {
-        let config = cli.sandbox.resolve()?;
-        let sandbox = Arc::new(Sandbox::new(config));
+        let sandbox = Arc::new(Sandbox::new(cli.sandbox.resolve()?));
+        let environment = Arc::new(Environment::new(
+            sandbox.clone(),
+            cli.environment.resolve()?,
+        ));
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(sandbox).await,
-            Command::Exec { file, input } => exec(sandbox, file, input).await,
+            Command::Serve => serve(sandbox, environment).await,
+            Command::Exec { file, input } => exec(sandbox, environment, file, input).await,
+            Command::Packages(command) => packages(environment, command).await,
         }
     });
     match outcome {
@@ -86,15 +109,23 @@ fn main() -> ExitCode {
 
 /// Serves MCP on stdio until the client disconnects or a signal arrives, then removes every
 /// container still running.
-async fn serve(sandbox: Arc<Sandbox>) -> anyhow::Result<ExitCode> {
-    let preparing = sandbox.clone();
+async fn serve(sandbox: Arc<Sandbox>, environment: Arc<Environment>) -> anyhow::Result<ExitCode> {
+    let (preparing, installing) = (sandbox.clone(), environment.clone());
     tokio::spawn(async move {
         if let Err(error) = preparing.prepare().await {
             tracing::error!("{error}");
+            return;
+        }
+        match installing.preinstall().await {
+            Ok(Some(report)) if !report.installed.is_empty() => {
+                tracing::info!(installed = ?report.installed, "PREINSTALLED_PACKAGES installed");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!("PREINSTALLED_PACKAGES: {error}"),
         }
     });
     tracing::info!(instance = sandbox.instance(), "serving MCP on stdio");
-    let service = PythonExecutor::new(sandbox.clone())
+    let service = PythonExecutor::new(sandbox.clone(), environment)
         .serve(rmcp::transport::stdio())
         .await
         .context("MCP initialization failed")?;
@@ -109,6 +140,7 @@ async fn serve(sandbox: Arc<Sandbox>) -> anyhow::Result<ExitCode> {
 /// Runs one program from a file or stdin and mirrors its output and exit code.
 async fn exec(
     sandbox: Arc<Sandbox>,
+    environment: Arc<Environment>,
     file: Option<PathBuf>,
     input: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
@@ -129,6 +161,7 @@ async fn exec(
         shutdown_signal().await;
         on_signal.cancel();
     });
+    environment.ensure_loaded().await?;
     let request = ExecutionRequest::new(code).with_input(input);
     let result = sandbox.execute(&request, &cancel).await?;
     std::io::stdout().write_all(result.stdout.as_bytes())?;
@@ -142,6 +175,42 @@ async fn exec(
         eprintln!("[killed: the program ran out of memory]");
     }
     Ok(ExitCode::from(result.exit_code.clamp(0, 255) as u8))
+}
+
+/// The operator's view of the package environment.
+async fn packages(
+    environment: Arc<Environment>,
+    command: PackagesCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        PackagesCommand::List => {
+            let state = environment.ensure_loaded().await?;
+            if state.packages.is_empty() {
+                eprintln!("no packages installed beyond the standard library");
+            }
+            for (name, version) in state.packages.values() {
+                println!("{name}=={version}");
+            }
+        }
+        PackagesCommand::Install { specs } => {
+            let cancel = CancellationToken::new();
+            let on_signal = cancel.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                on_signal.cancel();
+            });
+            let show = |line: &str| eprintln!("  {line}");
+            let report = environment.install(&specs, &show, &cancel).await?;
+            println!("installed: {}", report.installed.join(" "));
+            println!("already present: {}", report.already_present.join(" "));
+            println!("took {:.1} s", report.duration_ms as f64 / 1000.0);
+        }
+        PackagesCommand::Reset => {
+            environment.reset().await?;
+            println!("environment reset to the base image");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -2,19 +2,27 @@
 //! sandbox results to MCP content.
 //!
 //! This layer is thin on purpose: it validates arguments, hands an [`ExecutionRequest`] to the
-//! [`Sandbox`], and renders the [`ExecutionResult`]. No Docker types appear here.
+//! [`Sandbox`] or package specs to the [`Environment`], and renders what comes back (pip's
+//! output becomes progress notifications). No Docker types appear here.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, RequestMetaObject,
+    ServerCapabilities, ServerConfig,
+};
+#[allow(deprecated)]
+use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam};
+use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SandboxConfig;
+use crate::image::{EnvState, Environment, InstallError, InstallReport};
 use crate::sandbox::{ExecutionRequest, ExecutionResult, Sandbox, SandboxError};
 
 /// Arguments of `execute_python`, named exactly as the original TypeScript server's.
@@ -25,6 +33,28 @@ pub struct ExecutePythonArgs {
     /// Lines given to the program as standard input (each followed by a newline), then EOF.
     #[serde(rename = "inputData", default)]
     pub input_data: Option<Vec<String>>,
+}
+
+/// Arguments of `install_packages`, named exactly as the original server's.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct InstallPackagesArgs {
+    /// Package specs from the package index: a name with optional extras and version
+    /// specifiers, e.g. "numpy", "pandas==2.*", "requests[socks]>=2.31".
+    pub packages: Vec<String>,
+}
+
+/// The structured answer of `list_packages`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PackageList {
+    /// Every installed distribution, sorted by name.
+    pub packages: Vec<InstalledPackage>,
+}
+
+/// One installed distribution.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct InstalledPackage {
+    pub name: String,
+    pub version: String,
 }
 
 /// The structured part of an `execute_python` answer (stdout and stderr are text content).
@@ -42,18 +72,20 @@ pub struct ExecutionStatus {
     pub duration_ms: u64,
 }
 
-/// The MCP server: one [`Sandbox`] behind the tools.
+/// The MCP server: one [`Sandbox`] and its package [`Environment`] behind the tools.
 #[derive(Clone)]
 pub struct PythonExecutor {
     /// Runs the code.
     sandbox: Arc<Sandbox>,
+    /// Knows and changes what packages executions can import.
+    environment: Arc<Environment>,
     /// The tools, with descriptions that state the limits in force.
     tool_router: ToolRouter<Self>,
 }
 
 #[tool_router]
 impl PythonExecutor {
-    pub fn new(sandbox: Arc<Sandbox>) -> Self {
+    pub fn new(sandbox: Arc<Sandbox>, environment: Arc<Environment>) -> Self {
         let mut tool_router = Self::tool_router();
         if let Some(route) = tool_router.map.get_mut("execute_python") {
             route.attr.description = Some(execute_description(sandbox.config()).into());
@@ -66,6 +98,7 @@ impl PythonExecutor {
         }
         Self {
             sandbox,
+            environment,
             tool_router,
         }
     }
@@ -81,6 +114,10 @@ impl PythonExecutor {
             code: args.code,
             input_lines: args.input_data.unwrap_or_default(),
         };
+        // The first call learns which package environment is current (one inspect).
+        if let Err(error) = self.environment.ensure_loaded().await {
+            tracing::debug!(%error, "package environment not loaded");
+        }
         match self.sandbox.execute(&request, &cancel).await {
             Ok(result) => Ok(render(result)),
             Err(error @ SandboxError::RequestTooLarge { .. }) => {
@@ -94,20 +131,112 @@ impl PythonExecutor {
             }
         }
     }
+
+    /// Install Python packages from the package index so later execute_python calls can import
+    /// them. Specs are names with optional extras and versions ("numpy", "pandas==2.*");
+    /// pip options, URLs, paths and markers are refused. Installs are kept across restarts.
+    #[tool(name = "install_packages")]
+    async fn install_packages(
+        &self,
+        Parameters(args): Parameters<InstallPackagesArgs>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+        cancel: CancellationToken,
+    ) -> Result<CallToolResult, ErrorData> {
+        let progress = PipProgress::new(meta, peer);
+        let on_line = |line: &str| progress.line(line);
+        match self
+            .environment
+            .install(&args.packages, &on_line, &cancel)
+            .await
+        {
+            Ok(report) => Ok(render_install(&report)),
+            Err(InstallError::Spec(error)) => {
+                Err(ErrorData::invalid_params(error.to_string(), None))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "install_packages failed");
+                Ok(CallToolResult::error(vec![ContentBlock::text(
+                    error.to_string(),
+                )]))
+            }
+        }
+    }
+
+    /// List the packages installed in the environment execute_python runs in, with versions.
+    #[tool(name = "list_packages")]
+    async fn list_packages(&self) -> Result<CallToolResult, ErrorData> {
+        match self.environment.ensure_loaded().await {
+            Ok(state) => Ok(render_package_list(&state)),
+            Err(error) => Ok(CallToolResult::error(vec![ContentBlock::text(
+                error.to_string(),
+            )])),
+        }
+    }
+}
+
+/// Turns pip's output lines into MCP progress notifications when the client asked for
+/// progress (a token), and into log notifications otherwise, so a desktop client sees the
+/// install is alive.
+struct PipProgress {
+    /// The client's progress token, if it sent one.
+    token: Option<rmcp::model::ProgressToken>,
+    /// Where notifications go.
+    peer: Peer<RoleServer>,
+    /// Lines sent so far: the progress value.
+    lines: AtomicU64,
+}
+
+impl PipProgress {
+    fn new(meta: RequestMetaObject, peer: Peer<RoleServer>) -> Self {
+        Self {
+            token: meta.get_progress_token(),
+            peer,
+            lines: AtomicU64::new(0),
+        }
+    }
+
+    // MCP logging is deprecated by SEP-2577, but clients on earlier protocol versions (Claude
+    // Desktop among them) still use it, and without a progress token it is the only sign of life.
+    #[allow(deprecated)]
+    fn line(&self, line: &str) {
+        let count = self.lines.fetch_add(1, Ordering::Relaxed) + 1;
+        let peer = self.peer.clone();
+        let message = line.to_string();
+        match self.token.clone() {
+            Some(token) => {
+                let param =
+                    ProgressNotificationParam::new(token, count as f64).with_message(message);
+                tokio::spawn(async move { peer.notify_progress(param).await });
+            }
+            None => {
+                let param =
+                    LoggingMessageNotificationParam::new(LoggingLevel::Info, message.into())
+                        .with_logger("pip");
+                tokio::spawn(async move { peer.notify_logging_message(param).await });
+            }
+        }
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for PythonExecutor {
+    #[allow(deprecated)] // enable_logging: see PipProgress::line
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(
-                env!("CARGO_PKG_NAME"),
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(
-                "Runs Python code in a fresh, isolated Docker container per call \
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(
+            "Runs Python code in a fresh, isolated Docker container per call \
                  (no network, no state kept between calls).",
-            )
+        )
     }
 }
 
@@ -134,6 +263,53 @@ pub fn execute_description(config: &SandboxConfig) -> String {
         pids = limits.pids,
         output = limits.max_output_bytes >> 10,
     )
+}
+
+/// Renders an install report as text plus the structured report.
+pub fn render_install(report: &InstallReport) -> CallToolResult {
+    let mut lines = Vec::new();
+    if report.installed.is_empty() {
+        lines.push("Nothing new to install.".to_string());
+    } else {
+        lines.push(format!("Installed: {}", report.installed.join(", ")));
+    }
+    if !report.already_present.is_empty() {
+        lines.push(format!(
+            "Already present: {}",
+            report.already_present.join(", ")
+        ));
+    }
+    if report.rebuilt {
+        lines.push("The environment was rebuilt from the base in one layer.".to_string());
+    }
+    lines.push(format!("Took {:.1} s.", report.duration_ms as f64 / 1000.0));
+    let mut answer = CallToolResult::success(vec![ContentBlock::text(lines.join("\n"))]);
+    answer.structured_content = serde_json::to_value(report).ok();
+    answer
+}
+
+/// Renders the installed distributions as `name==version` lines plus a structured list.
+pub fn render_package_list(state: &EnvState) -> CallToolResult {
+    let packages: Vec<InstalledPackage> = state
+        .packages
+        .values()
+        .map(|(name, version)| InstalledPackage {
+            name: name.clone(),
+            version: version.clone(),
+        })
+        .collect();
+    let text = if packages.is_empty() {
+        "No packages installed beyond the Python standard library.".to_string()
+    } else {
+        packages
+            .iter()
+            .map(|p| format!("{}=={}", p.name, p.version))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut answer = CallToolResult::success(vec![ContentBlock::text(text)]);
+    answer.structured_content = serde_json::to_value(PackageList { packages }).ok();
+    answer
 }
 
 /// Renders an execution as labelled text blocks plus the structured status fields.

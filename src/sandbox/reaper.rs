@@ -29,6 +29,11 @@ pub async fn reap_expired(
     let mut reaped = 0;
     for container in docker.list_containers(Some(options)).await? {
         let labels = container.labels.unwrap_or_default();
+        // An empty owner was inherited from an environment image, not set by a server: such a
+        // container is someone's own `docker run`, never ours to remove.
+        if labels.get(LABEL_OWNER).is_none_or(|owner| owner.is_empty()) {
+            continue;
+        }
         // A container with no readable deadline was not made by a current server: treat it as
         // expired rather than keep it forever.
         let deadline = labels
