@@ -71,7 +71,7 @@ pub async fn run(
     }))
     .expect("a JSON object of strings serializes");
     let spec = install_spec(sandbox, config, layer.parent);
-    let result = sandbox
+    sandbox
         .in_fresh_container(None, cancel, async |docker, name| {
             let mut lines = LineSplitter::default();
             let mut emit = |stream: Stream, bytes: &[u8]| {
@@ -114,8 +114,7 @@ pub async fn run(
                     packages,
                 }))
         })
-        .await?;
-    result
+        .await?
 }
 
 /// The install container: the shared hardening, but root, writable rootfs and a network.
