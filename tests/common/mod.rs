@@ -76,3 +76,100 @@ pub async fn assert_no_containers(sandbox: &Sandbox) {
     let left = containers_of(sandbox).await;
     assert!(left.is_empty(), "containers left behind: {left:?}");
 }
+
+#[derive(Parser)]
+struct AllFlags {
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+    #[command(flatten)]
+    environment: mcp_python_executor::config::EnvironmentArgs,
+}
+
+/// A sandbox and its package environment under a tag of the test's own, configured as if
+/// started with these flags. The tag's images are removed when the returned cleanup drops.
+pub fn environment_with(
+    flags: &[&str],
+) -> (
+    std::sync::Arc<Sandbox>,
+    std::sync::Arc<mcp_python_executor::image::Environment>,
+    TagCleanup,
+) {
+    let tag = format!(
+        "mcp-python-executor/env:test-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    environment_on(&tag, flags)
+}
+
+/// Like [`environment_with`], on an existing tag: a restarted server.
+pub fn environment_on(
+    tag: &str,
+    flags: &[&str],
+) -> (
+    std::sync::Arc<Sandbox>,
+    std::sync::Arc<mcp_python_executor::image::Environment>,
+    TagCleanup,
+) {
+    let argv = ["mcp-python-executor", "--env-tag", tag]
+        .into_iter()
+        .chain(flags.iter().copied());
+    let parsed = AllFlags::try_parse_from(argv).expect("valid test flags");
+    let sandbox = std::sync::Arc::new(Sandbox::new(parsed.sandbox.resolve().unwrap()));
+    let environment = std::sync::Arc::new(mcp_python_executor::image::Environment::new(
+        sandbox.clone(),
+        parsed.environment.resolve().unwrap(),
+    ));
+    (sandbox, environment, TagCleanup(tag.to_string()))
+}
+
+/// Removes an environment tag's image when dropped, even when the test failed.
+pub struct TagCleanup(pub String);
+
+impl Drop for TagCleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["image", "rm", "--force", &self.0])
+            .output();
+    }
+}
+
+/// A local package index serving freshly built wheels on 127.0.0.1 (see fixtures/index_server.py).
+pub struct TestIndex {
+    child: std::process::Child,
+    /// The index's base URL, for `--pip-index-url`.
+    pub url: String,
+}
+
+impl TestIndex {
+    /// Serves `NAME==VERSION` wheels; `delay` seconds before each wheel download.
+    pub fn start(packages: &[&str], delay: f64) -> Self {
+        use std::io::BufRead;
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/index_server.py"
+        );
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(format!("--delay={delay}"))
+            .args(packages)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the test index");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("index prints its port");
+        let port: u16 = line.trim().parse().expect("a port number");
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/simple"),
+        }
+    }
+}
+
+impl Drop for TestIndex {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,234 @@
+//! install_packages end to end, hermetically: wheels built by the test and served from a local
+//! index on 127.0.0.1 (install containers use the host network to reach it), real pip, real
+//! commits. One test also goes to the real PyPI when it is reachable.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestIndex, environment_with, run};
+use mcp_python_executor::image::InstallError;
+use tokio_util::sync::CancellationToken;
+
+fn quiet(_: &str) {}
+
+fn local_flags(index: &TestIndex) -> Vec<String> {
+    vec![
+        "--install-network".into(),
+        "host".into(),
+        "--pip-index-url".into(),
+        index.url.clone(),
+    ]
+}
+
+fn strs(flags: &[String]) -> Vec<&str> {
+    flags.iter().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn installed_packages_import_survive_a_restart_and_reinstall_is_a_no_op() {
+    let index = TestIndex::start(&["pyexec-probe==1.0"], 0.0);
+    let flags = local_flags(&index);
+    let (sandbox, environment, cleanup) = environment_with(&strs(&flags));
+    let cancel = CancellationToken::new();
+
+    let before = run(&sandbox, "import pyexec_probe").await;
+    assert_eq!(before.exit_code, 1, "not importable before the install");
+
+    let lines = std::sync::Mutex::new(Vec::new());
+    let collect = |line: &str| lines.lock().unwrap().push(line.to_string());
+    let report = environment
+        .install(&["PyExec_Probe==1.0"], &collect, &cancel)
+        .await
+        .unwrap();
+    assert_eq!(report.installed, ["pyexec-probe==1.0"]);
+    assert!(report.already_present.is_empty());
+    assert!(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("Successfully installed"))
+    );
+
+    let after = run(&sandbox, "import pyexec_probe\nprint(pyexec_probe.VALUE)").await;
+    assert_eq!(after.stdout, "pyexec-probe 1.0\n", "{}", after.stderr);
+    let state = environment.ensure_loaded().await.unwrap();
+    assert_eq!(state.packages["pyexec-probe"].1, "1.0");
+    assert_eq!(state.depth, 1);
+
+    // A second install of the same spec changes nothing and makes no layer.
+    let again = environment
+        .install(&["pyexec-probe"], &quiet, &cancel)
+        .await
+        .unwrap();
+    assert!(again.installed.is_empty());
+    assert_eq!(again.already_present, ["pyexec-probe==1.0"]);
+    assert_eq!(
+        environment.ensure_loaded().await.unwrap().image,
+        state.image
+    );
+
+    // A new server on the same tag knows the package without installing anything.
+    let (sandbox2, environment2, _same_tag) = common::environment_on(&cleanup.0, &strs(&flags));
+    let reloaded = environment2.ensure_loaded().await.unwrap();
+    assert_eq!(reloaded.image, state.image);
+    assert_eq!(reloaded.packages, state.packages);
+    let imported = run(&sandbox2, "import pyexec_probe\nprint(pyexec_probe.VALUE)").await;
+    assert_eq!(imported.stdout, "pyexec-probe 1.0\n");
+
+    common::assert_no_containers(&sandbox).await;
+    common::assert_no_containers(&sandbox2).await;
+}
+
+#[tokio::test]
+async fn a_failed_install_reports_pips_output_and_changes_nothing() {
+    let index = TestIndex::start(&["pyexec-probe==1.0"], 0.0);
+    let flags = local_flags(&index);
+    let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
+    let cancel = CancellationToken::new();
+    environment
+        .install(&["pyexec-probe"], &quiet, &cancel)
+        .await
+        .unwrap();
+    let state = environment.ensure_loaded().await.unwrap();
+
+    let error = environment
+        .install(&["pyexec-missing-package"], &quiet, &cancel)
+        .await
+        .unwrap_err();
+    let InstallError::PipFailed { exit_code, tail } = &error else {
+        panic!("expected a pip failure, got {error}");
+    };
+    assert_ne!(*exit_code, 0);
+    assert!(tail.contains("No matching distribution"), "{tail}");
+    assert!(error.to_string().contains("environment is unchanged"));
+
+    assert_eq!(environment.ensure_loaded().await.unwrap(), state);
+    let still = run(&sandbox, "import pyexec_probe\nprint('ok')").await;
+    assert_eq!(still.stdout, "ok\n");
+    common::assert_no_containers(&sandbox).await;
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_before_any_container() {
+    let (sandbox, environment, _cleanup) = environment_with(&[]);
+    let cancel = CancellationToken::new();
+    for bad in [
+        vec!["--index-url=https://evil.example/simple"],
+        vec!["pkg @ https://evil.example/pkg.whl"],
+        vec!["numpy; python_version > '3'"],
+        vec![""],
+    ] {
+        let error = environment
+            .install(&bad, &quiet, &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, InstallError::Spec(_)), "{bad:?}: {error}");
+    }
+    let none: [&str; 0] = [];
+    assert!(matches!(
+        environment.install(&none, &quiet, &cancel).await,
+        Err(InstallError::Spec(_))
+    ));
+    common::assert_no_containers(&sandbox).await;
+}
+
+#[tokio::test]
+async fn executions_do_not_wait_for_a_running_install() {
+    // Every wheel download takes 4 s, so the install is still running while code executes.
+    let index = TestIndex::start(&["pyexec-slow==1.0"], 4.0);
+    let flags = local_flags(&index);
+    let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
+    let cancel = CancellationToken::new();
+    let installing = {
+        let environment = environment.clone();
+        tokio::spawn(async move { environment.install(&["pyexec-slow"], &quiet, &cancel).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let result = run(&sandbox, "print('not blocked')").await;
+    assert_eq!(result.stdout, "not blocked\n");
+    assert!(
+        !installing.is_finished(),
+        "the execution finished while the install ran"
+    );
+    let report = installing.await.unwrap().unwrap();
+    assert_eq!(report.installed, ["pyexec-slow==1.0"]);
+    let imported = run(&sandbox, "import pyexec_slow\nprint(pyexec_slow.VALUE)").await;
+    assert_eq!(imported.stdout, "pyexec-slow 1.0\n");
+}
+
+#[tokio::test]
+async fn the_layer_chain_is_bounded_by_a_rebuild_from_the_base() {
+    let index = TestIndex::start(&["pyexec-a==1.0", "pyexec-b==1.0", "pyexec-c==1.0"], 0.0);
+    let mut flags = local_flags(&index);
+    flags.extend(["--max-layers".to_string(), "2".to_string()]);
+    let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
+    let cancel = CancellationToken::new();
+    for (name, rebuilt, depth) in [
+        ("pyexec-a", false, 1),
+        ("pyexec-b", false, 2),
+        ("pyexec-c", true, 1),
+    ] {
+        let report = environment.install(&[name], &quiet, &cancel).await.unwrap();
+        assert_eq!(report.rebuilt, rebuilt, "{name}");
+        assert_eq!(
+            environment.ensure_loaded().await.unwrap().depth,
+            depth,
+            "{name}"
+        );
+    }
+    let all = run(
+        &sandbox,
+        "import pyexec_a, pyexec_b, pyexec_c\nprint('all three')",
+    )
+    .await;
+    assert_eq!(all.stdout, "all three\n", "{}", all.stderr);
+    let requested = environment.ensure_loaded().await.unwrap().requested;
+    assert_eq!(requested, ["pyexec-a", "pyexec-b", "pyexec-c"]);
+}
+
+#[tokio::test]
+async fn reset_goes_back_to_the_base() {
+    let index = TestIndex::start(&["pyexec-probe==1.0"], 0.0);
+    let flags = local_flags(&index);
+    let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
+    let cancel = CancellationToken::new();
+    environment
+        .install(&["pyexec-probe"], &quiet, &cancel)
+        .await
+        .unwrap();
+    environment.reset().await.unwrap();
+    let state = environment.ensure_loaded().await.unwrap();
+    assert!(state.packages.is_empty());
+    assert_eq!(state.depth, 0);
+    assert_eq!(run(&sandbox, "import pyexec_probe").await.exit_code, 1);
+}
+
+/// The one test that needs the internet: skipped, with the reason printed, when PyPI cannot
+/// be reached from this machine.
+#[tokio::test]
+async fn six_installs_from_the_real_pypi() {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import urllib.request; urllib.request.urlopen('https://pypi.org/simple/six/', timeout=15)"])
+        .output()
+        .expect("python3 runs");
+    if !probe.status.success() {
+        eprintln!(
+            "SKIPPED six_installs_from_the_real_pypi: PyPI is unreachable from this machine ({})",
+            String::from_utf8_lossy(&probe.stderr)
+                .lines()
+                .last()
+                .unwrap_or("no detail")
+        );
+        return;
+    }
+    let (sandbox, environment, _cleanup) = environment_with(&[]);
+    let report = environment
+        .install(&["six==1.16.0"], &quiet, &CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.installed, ["six==1.16.0"]);
+    let result = run(&sandbox, "import six\nprint(six.__version__)").await;
+    assert_eq!(result.stdout, "1.16.0\n");
+}
