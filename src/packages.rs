@@ -107,14 +107,14 @@ pub fn parse_spec(text: &str) -> Result<PackageSpec, SpecError> {
     if spec.starts_with('-') {
         return Err(SpecError::PipOption(owned()));
     }
-    if spec.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(SpecError::Whitespace(owned()));
-    }
     if spec.contains("://") || spec.contains('@') || spec.starts_with(['.', '/', '~']) {
         return Err(SpecError::NotFromIndex(owned()));
     }
     if spec.contains(';') {
         return Err(SpecError::Marker(owned()));
+    }
+    if spec.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(SpecError::Whitespace(owned()));
     }
     let parsed = Requirement::from_str(spec).map_err(|e| SpecError::Invalid {
         spec: owned(),
