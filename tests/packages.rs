@@ -146,6 +146,8 @@ async fn executions_do_not_wait_for_a_running_install() {
         tokio::spawn(async move { environment.install(&["pyexec-slow"], &quiet, &cancel).await })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The same steps the execute_python tool takes: learn the environment, then run.
+    environment.ensure_loaded().await.unwrap();
     let result = run(&sandbox, "print('not blocked')").await;
     assert_eq!(result.stdout, "not blocked\n");
     assert!(

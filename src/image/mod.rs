@@ -89,8 +89,11 @@ pub struct Environment {
     sandbox: Arc<Sandbox>,
     /// Install settings.
     config: EnvironmentConfig,
-    /// The loaded state; `None` until the first successful load. Held for a whole install.
+    /// The loaded state; `None` until the first successful load. Held only briefly, so
+    /// executions reading it never wait for an install.
     state: Mutex<Option<EnvState>>,
+    /// Held for a whole install or reset: changes to the environment happen one at a time.
+    changing: Mutex<()>,
 }
 
 impl Environment {
@@ -99,6 +102,7 @@ impl Environment {
             sandbox,
             config,
             state: Mutex::new(None),
+            changing: Mutex::new(()),
         }
     }
 
@@ -109,19 +113,19 @@ impl Environment {
     /// Loads the environment from its tag (once) and points executions at it.
     pub async fn ensure_loaded(&self) -> Result<EnvState, SandboxError> {
         let mut state = self.state.lock().await;
-        self.loaded(&mut state).await.cloned()
+        if let Some(loaded) = state.as_ref() {
+            return Ok(loaded.clone());
+        }
+        let loaded = self.load().await?;
+        self.sandbox.set_current_image(&loaded.image);
+        *state = Some(loaded.clone());
+        Ok(loaded)
     }
 
-    async fn loaded<'a>(
-        &self,
-        state: &'a mut Option<EnvState>,
-    ) -> Result<&'a mut EnvState, SandboxError> {
-        if state.is_none() {
-            let loaded = self.load().await?;
-            self.sandbox.set_current_image(&loaded.image);
-            *state = Some(loaded);
-        }
-        Ok(state.as_mut().expect("just loaded"))
+    /// Makes `next` the current environment for later calls.
+    async fn replace_state(&self, next: EnvState) {
+        self.sandbox.set_current_image(&next.image);
+        *self.state.lock().await = Some(next);
     }
 
     /// Reads the environment image's labels; an absent tag, or one built on another base,
@@ -178,8 +182,8 @@ impl Environment {
     ) -> Result<InstallReport, InstallError> {
         let specs = parse_specs(specs)?;
         let started = Instant::now();
-        let mut guard = self.state.lock().await;
-        let state = self.loaded(&mut guard).await?;
+        let _changing = self.changing.lock().await;
+        let state = self.ensure_loaded().await?;
         let (present, missing): (Vec<&PackageSpec>, Vec<&PackageSpec>) =
             specs.iter().partition(|spec| {
                 state
@@ -211,8 +215,7 @@ impl Environment {
         }
         let rebuild = state.depth >= self.config.max_layers;
         let (parent, to_install, depth) = if rebuild {
-            let all = parse_specs(&requested)?;
-            (state.base_id.clone(), all, 1)
+            (state.base_id.clone(), parse_specs(&requested)?, 1)
         } else {
             let missing = missing.into_iter().cloned().collect();
             (state.image.clone(), missing, state.depth + 1)
@@ -230,13 +233,16 @@ impl Environment {
             packages,
         } = install::run(&self.sandbox, &self.config, &layer, on_line, cancel).await?;
         let installed = changed_packages(&before, &packages);
-        let superseded = std::mem::replace(&mut state.image, image.clone());
-        state.packages = packages;
-        state.requested = requested;
-        state.depth = depth;
-        self.sandbox.set_current_image(&image);
+        self.replace_state(EnvState {
+            image,
+            base_id: state.base_id.clone(),
+            packages,
+            requested,
+            depth,
+        })
+        .await;
         if rebuild {
-            self.remove_superseded(&superseded).await;
+            self.remove_superseded(&state.image).await;
         }
         tracing::info!(?installed, depth, "environment updated");
         Ok(InstallReport {
@@ -262,22 +268,22 @@ impl Environment {
     /// Forgets every installed package: removes the environment tag (and its images when
     /// nothing else uses them) and points executions back at the base.
     pub async fn reset(&self) -> Result<(), SandboxError> {
-        let mut guard = self.state.lock().await;
-        let state = self.loaded(&mut guard).await?;
+        let _changing = self.changing.lock().await;
+        let state = self.ensure_loaded().await?;
+        let base = self.sandbox.config().image.clone();
+        self.replace_state(EnvState {
+            image: base,
+            base_id: state.base_id.clone(),
+            ..EnvState::default()
+        })
+        .await;
         if state.depth > 0 {
-            let old = std::mem::replace(&mut state.image, self.sandbox.config().image.clone());
             let docker = self.sandbox.docker().await?;
             let _ = docker
                 .remove_image(&self.config.env_tag, None::<RemoveImageOptions>, None)
                 .await;
-            self.remove_superseded(&old).await;
+            self.remove_superseded(&state.image).await;
         }
-        *state = EnvState {
-            image: self.sandbox.config().image.clone(),
-            base_id: state.base_id.clone(),
-            ..EnvState::default()
-        };
-        self.sandbox.set_current_image(&state.image);
         Ok(())
     }
 
