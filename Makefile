@@ -6,7 +6,7 @@
 BIN        := target/release/mcp-python-executor
 CLIENT_VENV := target/pyclient
 
-.PHONY: all build image image-rebuild run test test-rust test-client lint clean
+.PHONY: all build image image-rebuild run test test-rust test-client test-gvisor soak lint clean
 
 all: build
 
@@ -31,6 +31,13 @@ test-rust:
 	else \
 		cargo test --no-fail-fast; \
 	fi
+
+# The isolation tests and the attack corpus again, under gVisor (needs runsc registered with
+# dockerd: see SECURITY.md).
+test-gvisor: image
+	@docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || \
+		{ echo "runsc is not registered with dockerd: see SECURITY.md, Enabling gVisor" >&2; exit 1; }
+	PYEXEC_RUNTIME=runsc cargo nextest run --no-fail-fast --test attacks --test isolation
 
 $(CLIENT_VENV)/bin/python:
 	python3 -m venv $(CLIENT_VENV)

@@ -161,6 +161,9 @@ async fn exec(
         shutdown_signal().await;
         on_signal.cancel();
     });
+    // Like serve: reap what a crashed server left, check the image, learn the environment.
+    tracing::debug!(instance = sandbox.instance(), "running one program");
+    sandbox.prepare().await?;
     environment.ensure_loaded().await?;
     let request = ExecutionRequest::new(code).with_input(input);
     let result = sandbox.execute(&request, &cancel).await?;

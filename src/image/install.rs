@@ -125,6 +125,9 @@ fn install_spec(
 ) -> ContainerCreateBody {
     let mut host_config = hardened_host_config(sandbox.config());
     host_config.network_mode = Some(config.install_network.clone());
+    // Installs need the network; gVisor is registered with `--network=none` (see SECURITY.md),
+    // so they run under the daemon's default runtime. Only pip runs here, never user code.
+    host_config.runtime = None;
     host_config.readonly_rootfs = Some(false);
     if let Some(ulimits) = host_config.ulimits.as_mut() {
         for ulimit in ulimits

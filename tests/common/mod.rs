@@ -173,3 +173,24 @@ impl Drop for TestIndex {
         let _ = self.child.wait();
     }
 }
+
+/// Asserts the sandbox still serves a normal call, then that it left no container behind.
+pub async fn assert_still_serving(sandbox: &Sandbox) {
+    let result = run(sandbox, "print('still serving')").await;
+    assert_eq!(
+        result.stdout, "still serving\n",
+        "the next call failed: {result:?}"
+    );
+    assert_no_containers(sandbox).await;
+}
+
+/// This process's resident set size, in bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/self/status")
+        * 1024
+}

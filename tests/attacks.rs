@@ -1,0 +1,334 @@
+//! The attack corpus: code that tries to break out, exhaust the machine, or outlive its call.
+//! Each test asserts the safe outcome, that the next call still works, and that no labelled
+//! container remains. Run again under gVisor with PYEXEC_RUNTIME=runsc (`make test-gvisor`).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{assert_still_serving, run, sandbox, sandbox_with, try_run};
+use mcp_python_executor::sandbox::ExecutionRequest;
+
+/// True when the tests run under gVisor, where the kernel's answers differ in detail.
+fn gvisor() -> bool {
+    std::env::var("PYEXEC_RUNTIME").is_ok_and(|r| r == "runsc")
+}
+
+// ---- resource exhaustion -------------------------------------------------------------
+
+#[tokio::test]
+async fn a_fork_bomb_hits_the_process_limit() {
+    let sandbox = sandbox_with(&["--timeout", "10"]);
+    let code =
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
+    let result = run(&sandbox, code).await;
+    assert!(result.failed(), "{result:?}");
+    assert_still_serving(&sandbox).await;
+}
+
+#[tokio::test]
+async fn a_memory_bomb_in_the_main_process_is_killed() {
+    let sandbox = sandbox_with(&["--memory", "128m"]);
+    let result = run(
+        &sandbox,
+        "chunks = []\nwhile True:\n    chunks.append(b'x' * (16 << 20))",
+    )
+    .await;
+    assert!(result.failed(), "{result:?}");
+    assert!(
+        result.oom_killed || result.stderr.contains("MemoryError"),
+        "{result:?}"
+    );
+    assert_still_serving(&sandbox).await;
+}
+
+#[tokio::test]
+async fn a_memory_bomb_in_a_child_process_is_killed() {
+    let sandbox = sandbox_with(&["--memory", "128m"]);
+    let code = "import subprocess, sys\n\
+                child = subprocess.run([sys.executable, '-c', 'x = b\"x\" * (1 << 30)'])\n\
+                print('child exit', child.returncode)";
+    let result = run(&sandbox, code).await;
+    // The child dies (SIGKILL from the OOM killer, or MemoryError); the parent survives.
+    assert!(
+        result.stdout.starts_with("child exit -9") || result.stdout.starts_with("child exit 1"),
+        "{result:?}"
+    );
+    assert_still_serving(&sandbox).await;
+}
+
+#[tokio::test]
+async fn filling_tmp_and_dev_shm_stops_at_their_size() {
+    let sandbox = sandbox_with(&["--tmp-size", "16m", "--memory", "256m"]);
+    let code = "import errno\nfor path in ['/tmp/fill', '/dev/shm/fill']:\n\
+                \x20   written = 0\n\
+                \x20   try:\n\
+                \x20       with open(path, 'wb') as f:\n\
+                \x20           while written < (64 << 20):\n\
+                \x20               f.write(b'x' * (1 << 20)); f.flush(); written += 1 << 20\n\
+                \x20       print(path, 'unbounded')\n\
+                \x20   except OSError as e:\n\
+                \x20       print(path, 'stopped', written <= (16 << 20))";
+    let result = run(&sandbox, code).await;
+    assert_eq!(
+        result.stdout, "/tmp/fill stopped True\n/dev/shm/fill stopped True\n",
+        "{result:?}"
+    );
+    assert_still_serving(&sandbox).await;
+}
+
+#[tokio::test]
+async fn writes_to_the_root_filesystem_are_refused() {
+    let sandbox = sandbox();
+    let code = "import os\nfor path in ['/etc/passwd', '/opt/venv/bin/python3', '/usr/lib/evil.so', '/home/sandbox/x']:\n\
+                \x20   try:\n\
+                \x20       open(path, 'ab').close()\n\
+                \x20       print(path, 'WRITABLE')\n\
+                \x20   except OSError as e:\n\
+                \x20       print(path, 'refused')";
+    let result = run(&sandbox, code).await;
+    assert!(!result.stdout.contains("WRITABLE"), "{result:?}");
+    assert_eq!(result.stdout.matches("refused").count(), 4, "{result:?}");
+    assert_still_serving(&sandbox).await;
+}
+
+#[tokio::test]
+async fn a_file_past_the_size_limit_cannot_be_written() {
+    let sandbox = sandbox_with(&["--tmp-size", "8m"]);
+    let code = "import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n\
+                try:\n    open('/tmp/big', 'wb').write(b'x' * (9 << 20))\n    print('WROTE')\n\
+                except OSError as e:\n    print('refused')";
+    let result = run(&sandbox, code).await;
+    assert_eq!(result.stdout, "refused\n", "{result:?}");
+    assert_still_serving(&sandbox).await;
+}
+
+// ---- time ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_busy_loop_is_killed_at_the_timeout() {
+    let sandbox = sandbox_with(&["--timeout", "2"]);
+    let result = run(&sandbox, "while True:\n    pass").await;
+    assert!(result.timed_out, "{result:?}");
+    assert_still_serving(&sandbox).await;
+}
+
+#[tokio::test]
+async fn a_program_that_ignores_sigterm_still_dies() {
+    let sandbox = sandbox_with(&["--timeout", "2"]);
+    let code = "import signal, time\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):\n\
+                \x20   signal.signal(s, signal.SIG_IGN)\nprint('ignoring', flush=True)\ntime.sleep(600)";
+    let result = run(&sandbox, code).await;
+    assert!(result.timed_out, "{result:?}");
+    assert_eq!(result.stdout, "ignoring\n");
+    assert_still_serving(&sandbox).await;
+}
+
+#[tokio::test]
+async fn background_and_double_forked_processes_die_with_the_call() {
+    let sandbox = sandbox_with(&["--timeout", "20"]);
+    let code = "import os, subprocess, time\n\
+                subprocess.Popen(['sleep', '600'])\n\
+                subprocess.Popen(['sleep', '600'], start_new_session=True)\n\
+                if os.fork() == 0:\n\
+                \x20   os.setsid()\n\
+                \x20   if os.fork() == 0:\n\
+                \x20       time.sleep(600)\n\
+                \x20   os._exit(0)\n\
+                print('main done', flush=True)";
+    let result = run(&sandbox, code).await;
+    // The call ends with its main program, not when the orphans would.
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    assert!(!result.timed_out, "orphans kept the call alive: {result:?}");
+    assert_eq!(result.stdout, "main done\n");
+    assert_still_serving(&sandbox).await;
+}
+
+// ---- output floods ------------------------------------------------------------------
+
+async fn flood(code: &str) -> (mcp_python_executor::sandbox::ExecutionResult, u64) {
+    let sandbox = sandbox_with(&["--timeout", "120"]);
+    let before = common::rss_bytes();
+    let result = run(&sandbox, code).await;
+    let growth = common::rss_bytes().saturating_sub(before);
+    assert_still_serving(&sandbox).await;
+    (result, growth)
+}
+
+/// The server keeps at most 1 MiB per stream; allow generous slack for allocator noise.
+const FLAT: u64 = 48 << 20;
+
+#[tokio::test]
+async fn a_gigabyte_to_stdout_is_capped_and_memory_stays_flat() {
+    let code = "import sys\nline = b'y' * 1023 + b'\\n'\nw = sys.stdout.buffer.write\nfor _ in range(1 << 20):\n    w(line)";
+    let (result, growth) = flood(code).await;
+    assert!(result.truncated);
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    assert!(
+        result.stdout.ends_with("of 1073741824 bytes]"),
+        "{}",
+        &result.stdout[result.stdout.len() - 100..]
+    );
+    assert!(growth < FLAT, "server memory grew by {} MiB", growth >> 20);
+}
+
+#[tokio::test]
+async fn a_flood_to_stderr_only_without_newlines_is_capped() {
+    let code = "import sys\nblock = b'z' * (1 << 20)\nfor _ in range(256):\n    sys.stderr.buffer.write(block)";
+    let (result, growth) = flood(code).await;
+    assert!(result.truncated);
+    assert_eq!(result.stdout, "");
+    assert!(result.stderr.ends_with("of 268435456 bytes]"));
+    assert!(growth < FLAT, "server memory grew by {} MiB", growth >> 20);
+}
+
+#[tokio::test]
+async fn binary_garbage_becomes_valid_text() {
+    let code =
+        "import os, sys\nfor _ in range(64):\n    sys.stdout.buffer.write(os.urandom(1 << 16))";
+    let (result, _) = flood(code).await;
+    assert!(result.truncated || result.stdout.len() > 1000);
+    // It is a Rust String, so valid UTF-8 by construction; make sure it serializes as JSON.
+    serde_json::to_string(&result.stdout).unwrap();
+}
+
+#[tokio::test]
+async fn a_multibyte_character_cut_at_the_cap_is_dropped_whole() {
+    let sandbox = sandbox_with(&["--max-output", "1k"]);
+    // 1023 ASCII bytes, then 4-byte emoji: the cap falls inside the first emoji.
+    let result = run(&sandbox, "print('a' * 1023 + '🐍' * 10)").await;
+    assert!(result.truncated);
+    let kept = result.stdout.lines().next().unwrap();
+    assert_eq!(kept, "a".repeat(1023), "{kept:?}");
+    assert!(!result.stdout.contains('\u{fffd}'));
+    assert_still_serving(&sandbox).await;
+}
+
+// ---- network ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn no_network_path_is_open() {
+    let sandbox = sandbox();
+    // With network none there is no interface but loopback, so nothing below sends a packet.
+    let code = "import socket, urllib.request\n\
+                def attempt(name, f):\n\
+                \x20   try:\n\
+                \x20       f()\n\
+                \x20       print(name, 'OPEN')\n\
+                \x20   except Exception:\n\
+                \x20       print(name, 'closed')\n\
+                attempt('http', lambda: urllib.request.urlopen('http://example.com', timeout=3))\n\
+                attempt('ip', lambda: socket.create_connection(('93.184.216.34', 80), timeout=3))\n\
+                attempt('dns', lambda: socket.getaddrinfo('example.com', 80))\n\
+                attempt('metadata', lambda: socket.create_connection(('169.254.169.254', 80), timeout=3))\n\
+                attempt('docker-host', lambda: socket.create_connection(('172.17.0.1', 2375), timeout=3))\n\
+                attempt('udp', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('8.8.8.8', 53)))\n\
+                attempt('raw', lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))";
+    let result = run(&sandbox, code).await;
+    assert!(!result.stdout.contains("OPEN"), "{result:?}");
+    assert_eq!(result.stdout.matches("closed").count(), 7, "{result:?}");
+    assert_still_serving(&sandbox).await;
+}
+
+// ---- host exposure ------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_host_is_not_exposed() {
+    // Docker adds HOSTNAME; nothing of the server's own environment may reach the code.
+    let sandbox = sandbox();
+    let code = "import os\n\
+                print('socket', os.path.exists('/var/run/docker.sock') or os.path.exists('/run/docker.sock'))\n\
+                print('env', sorted(os.environ))\n\
+                try:\n    print('init env', len(open('/proc/1/environ','rb').read()) > 0)\nexcept OSError:\n    print('init env unreadable')\n\
+                caps = {l.split(':')[0]: l.split()[1] for l in open('/proc/self/status') if l.startswith('Cap')}\n\
+                print('caps', caps['CapEff'], caps['CapPrm'], caps['CapBnd'])\n\
+                print('host dirs', [p for p in ['/work', '/root/.cargo', '/etc/docker', '/var/lib/docker'] if os.path.exists(p)])";
+    let result = run(&sandbox, code).await;
+    let lines: Vec<&str> = result.stdout.lines().collect();
+    assert_eq!(lines[0], "socket False", "{result:?}");
+    assert_eq!(
+        lines[1],
+        "env ['HOME', 'HOSTNAME', 'LANG', 'PATH', 'PYTHONDONTWRITEBYTECODE', 'PYTHONUNBUFFERED']",
+        "only the explicit environment reaches the code"
+    );
+    assert!(
+        lines[2] == "init env unreadable" || lines[2] == "init env True",
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[3], "caps 0000000000000000 0000000000000000 0000000000000000",
+        "{lines:?}"
+    );
+    assert_eq!(lines[4], "host dirs []", "{lines:?}");
+    assert_still_serving(&sandbox).await;
+}
+
+#[tokio::test]
+async fn setuid_tools_and_namespaces_give_no_privilege() {
+    let sandbox = sandbox();
+    let code = "import subprocess\n\
+                for cmd in (['su', '-c', 'id -u'], ['unshare', '-r', 'id', '-u'], ['mount', '-t', 'tmpfs', 'x', '/mnt'], ['chroot', '/', 'true']):\n\
+                \x20   try:\n\
+                \x20       r = subprocess.run(cmd, capture_output=True, text=True, timeout=5, stdin=subprocess.DEVNULL)\n\
+                \x20       print(cmd[0], 'ok' if r.returncode == 0 else 'denied', r.stdout.strip())\n\
+                \x20   except (OSError, subprocess.TimeoutExpired):\n\
+                \x20       print(cmd[0], 'denied')\n\
+                import os\nprint('uid', os.getuid(), os.geteuid())";
+    let result = run(&sandbox, code).await;
+    for tool in ["su", "unshare", "mount", "chroot"] {
+        assert!(
+            result.stdout.contains(&format!("{tool} denied")),
+            "{tool}: {result:?}"
+        );
+    }
+    assert!(result.stdout.ends_with("uid 10001 10001\n"), "{result:?}");
+    assert_still_serving(&sandbox).await;
+}
+
+// ---- bad requests -------------------------------------------------------------------
+
+#[tokio::test]
+async fn nul_bytes_in_code_and_input_are_handled() {
+    let sandbox = sandbox();
+    let result = run(&sandbox, "print('a')\0print('b')").await;
+    assert_eq!(result.exit_code, 1);
+    assert!(result.stderr.contains("null bytes"), "{result:?}");
+    let request =
+        ExecutionRequest::new("import sys\nprint(repr(sys.stdin.read()))").with_input(["a\0b"]);
+    let result = try_run(&sandbox, request).await.unwrap();
+    assert_eq!(result.stdout, "'a\\x00b\\n'\n", "{result:?}");
+    assert_still_serving(&sandbox).await;
+}
+
+#[tokio::test]
+async fn a_megabyte_of_code_and_100k_stdin_lines_work() {
+    let sandbox = sandbox();
+    let code = format!(
+        "x = 0\n{}print(x)\nimport sys\nprint(sum(1 for _ in sys.stdin))",
+        "x += 1\n".repeat(150_000)
+    );
+    assert!(code.len() > 1 << 20);
+    let lines: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
+    let result = try_run(&sandbox, ExecutionRequest::new(code).with_input(lines))
+        .await
+        .unwrap();
+    assert_eq!(result.stdout, "150000\n100000\n", "{}", result.stderr);
+    assert_still_serving(&sandbox).await;
+}
+
+// ---- load ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_storm_of_100_calls_all_complete_with_no_leak() {
+    let sandbox = Arc::new(sandbox_with(&["--concurrency", "4"]));
+    let calls = (0..100).map(|i| {
+        let sandbox = sandbox.clone();
+        tokio::spawn(async move { run(&sandbox, &format!("print({i})")).await })
+    });
+    let results = futures::future::join_all(calls).await;
+    for (i, result) in results.into_iter().enumerate() {
+        assert_eq!(result.unwrap().stdout, format!("{i}\n"));
+    }
+    assert_still_serving(&sandbox).await;
+    let _ = gvisor();
+}
