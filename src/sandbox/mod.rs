@@ -41,6 +41,11 @@ use container::ContainerGuard;
 
 /// Exit status Docker reports for a process killed by SIGKILL (timeout, OOM killer).
 const KILLED: i64 = 137;
+/// Longest wait for create + attach + start; a runtime that hangs there must not hang the call.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a removal before the call answers anyway (the guard's task or the reaper
+/// finishes it).
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What one execution produced.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
@@ -255,8 +260,14 @@ impl Sandbox {
             _ = self.stopping.cancelled() => Err(SandboxError::ShuttingDown),
         };
         let name = guard.name().to_string();
-        if let Err(error) = guard.remove().await {
-            tracing::warn!(container = %name, %error, "could not remove container");
+        match tokio::time::timeout(REMOVE_TIMEOUT, guard.remove()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(container = %name, %error, "could not remove container")
+            }
+            Err(_) => {
+                tracing::warn!(container = %name, "removal is slow; the reaper will finish it")
+            }
         }
         outcome
     }
@@ -289,29 +300,41 @@ pub async fn run_attached(
     on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
 ) -> Result<RunOutcome, SandboxError> {
     let image = spec.image.clone().unwrap_or_default();
-    let options = CreateContainerOptions {
-        name: Some(name.to_string()),
-        ..Default::default()
+    let starting = async {
+        let options = CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        docker
+            .create_container(Some(options), spec)
+            .await
+            .map_err(|e| classify(e, "create the container", &image))?;
+        let attach = AttachContainerOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            stream: true,
+            ..Default::default()
+        };
+        let streams = docker
+            .attach_container(name, Some(attach))
+            .await
+            .map_err(|e| classify(e, "attach to the container", &image))?;
+        docker
+            .start_container(name, None)
+            .await
+            .map_err(|e| classify(e, "start the container", &image))?;
+        Ok(streams)
     };
-    docker
-        .create_container(Some(options), spec)
+    let streams = tokio::time::timeout(START_TIMEOUT, starting)
         .await
-        .map_err(|e| classify(e, "create the container", &image))?;
-    let attach = AttachContainerOptions {
-        stdin: true,
-        stdout: true,
-        stderr: true,
-        stream: true,
-        ..Default::default()
-    };
-    let streams = docker
-        .attach_container(name, Some(attach))
-        .await
-        .map_err(|e| classify(e, "attach to the container", &image))?;
-    docker
-        .start_container(name, None)
-        .await
-        .map_err(|e| classify(e, "start the container", &image))?;
+        .map_err(|_| SandboxError::Docker {
+            action: "start the container",
+            message: format!(
+                "no answer within {} s (is the runtime healthy? see `docker info`)",
+                START_TIMEOUT.as_secs()
+            ),
+        })??;
     let started = Instant::now();
 
     let mut input = streams.input;

@@ -28,10 +28,62 @@ def _read_header():
     return int(header)
 
 
+class _WholeWrites:
+    """A raw writer for fd 1 or 2 that writes everything, in pieces of at most PIPE_BUF.
+
+    Writes up to PIPE_BUF are atomic on a pipe, so none is ever partial. That matters under
+    gVisor: Debian 12's runsc drops whatever a single pipe write carries past 64 KiB.
+    """
+
+    def __init__(self, fd):
+        self._fd = fd
+
+    def write(self, data):
+        view = memoryview(data).cast("B")
+        total = len(view)
+        while view:
+            view = view[os.write(self._fd, view[:4096]) :]
+        return total
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        return self._fd
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def seekable(self):
+        return False
+
+    @property
+    def closed(self):
+        return False
+
+
+def _whole_write_streams():
+    import io
+
+    for name, fd, errors in (("stdout", 1, "strict"), ("stderr", 2, "backslashreplace")):
+        stream = io.TextIOWrapper(
+            _WholeWrites(fd), encoding="utf-8", errors=errors, write_through=True
+        )
+        setattr(sys, name, stream)
+        setattr(sys, "__" + name + "__", stream)
+
+
 def _run():
     import traceback
     import types
 
+    _whole_write_streams()
     source = _read_exact(_read_header())
     path = "/tmp/main.py"
     with open(path, "wb") as file:

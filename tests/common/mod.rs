@@ -27,6 +27,12 @@ pub fn sandbox_with(flags: &[&str]) -> Sandbox {
     Sandbox::new(config.resolve().expect("valid test config"))
 }
 
+/// True when the tests run under gVisor (`PYEXEC_RUNTIME=runsc`, as `make test-gvisor` does),
+/// where the kernel answers some questions differently.
+pub fn gvisor() -> bool {
+    std::env::var("PYEXEC_RUNTIME").is_ok_and(|r| r == "runsc")
+}
+
 /// A sandbox with the default limits.
 pub fn sandbox() -> Sandbox {
     sandbox_with(&[])
