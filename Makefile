@@ -39,6 +39,10 @@ test-gvisor: image
 		{ echo "runsc is not registered with dockerd: see SECURITY.md, Enabling gVisor" >&2; exit 1; }
 	PYEXEC_RUNTIME=runsc cargo nextest run --no-fail-fast --test attacks --test isolation
 
+# 1,000 mixed calls at concurrency 16 over MCP: failures, leaks and the server's peak RSS.
+soak: image build
+	cargo run --release --example soak -- $(BIN)
+
 $(CLIENT_VENV)/bin/python:
 	python3 -m venv $(CLIENT_VENV)
 	$(CLIENT_VENV)/bin/pip install --quiet --disable-pip-version-check 'mcp>=1.10,<2'

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: every setting (flag, `PYEXEC_*` variable, default, range) and its validation.
+//! - [`stdio`]: the line gateway between the client's pipes and rmcp: bad requests get answers.
 //! - [`server`]: the MCP tools: argument structs, descriptions, results as MCP content.
 //! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
 //!   the guard that removes it on every path, and the startup reaper.
@@ -30,3 +31,4 @@ pub mod image;
 pub mod packages;
 pub mod sandbox;
 pub mod server;
+pub mod stdio;

@@ -16,6 +16,7 @@ use mcp_python_executor::config::{EnvironmentArgs, SandboxArgs};
 use mcp_python_executor::image::Environment;
 use mcp_python_executor::sandbox::{ExecutionRequest, Sandbox};
 use mcp_python_executor::server::PythonExecutor;
+use mcp_python_executor::stdio;
 
 /// How long shutdown waits for running calls' containers to be removed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -125,12 +126,17 @@ async fn serve(sandbox: Arc<Sandbox>, environment: Arc<Environment>) -> anyhow::
         }
     });
     tracing::info!(instance = sandbox.instance(), "serving MCP on stdio");
+    let gateway = stdio::stdio();
     let service = PythonExecutor::new(sandbox.clone(), environment)
-        .serve(rmcp::transport::stdio())
+        .serve(gateway.transport)
         .await
         .context("MCP initialization failed")?;
     tokio::select! {
-        result = service.waiting() => { result.context("MCP session failed")?; }
+        result = service.waiting() => {
+            result.context("MCP session failed")?;
+            // The session is over; let its last answers reach the client.
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, gateway.finished).await;
+        }
         _ = shutdown_signal() => tracing::info!("signal received, shutting down"),
     }
     sandbox.shutdown(SHUTDOWN_GRACE).await;

@@ -6,6 +6,7 @@ use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 async fn client() -> RunningService<RoleClient, ()> {
     let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
@@ -109,4 +110,71 @@ async fn bad_arguments_are_refused_with_a_clear_message() {
     };
     assert!(message.contains("string"), "{message}");
     client.cancel().await.unwrap();
+}
+
+/// Raw JSON-RPC, because no typed client sends a lone surrogate or a 17 MiB line: each such
+/// request gets an error answer naming the problem (rather than the silence that leaves a
+/// client waiting), no container runs for it, and the server keeps serving.
+#[tokio::test]
+async fn invalid_surrogates_and_oversized_requests_get_clear_errors() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
+        .env("PYEXEC_MAX_INPUT", "64k")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = server.stdin.take().unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let big = "x".repeat(100_000);
+    let messages = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#.to_string(),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_string(),
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"execute_python","arguments":{"code":"print('\ud800')"}}}"#.to_string(),
+        format!(r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"execute_python","arguments":{{"code":"{big}"}}}}}}"#),
+        format!(r#"{{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{{"name":"execute_python","arguments":{{"code":"{}"}}}}}}"#, "x".repeat(17 << 20)),
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"execute_python","arguments":{"code":"print('fine')"}}}"#.to_string(),
+    ];
+    for message in &messages {
+        stdin.write_all(message.as_bytes()).await.unwrap();
+        stdin.write_all(b"\n").await.unwrap();
+    }
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < 4 {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no answer within 60 s; answered so far: {answers:?}"))
+            .unwrap()
+            .expect("server answers");
+        let value: Value = serde_json::from_str(&line).unwrap();
+        if let Some(id) = value["id"].as_u64().filter(|id| *id >= 2) {
+            answers.insert(id, value);
+        }
+    }
+    let surrogate = &answers[&2]["error"];
+    assert_eq!(surrogate["code"], -32700, "{surrogate}");
+    assert!(
+        surrogate["message"]
+            .as_str()
+            .unwrap()
+            .contains("lone surrogate"),
+        "{surrogate}"
+    );
+    let oversized = serde_json::to_string(&answers[&3]).unwrap();
+    assert!(oversized.contains("request too large"), "{oversized}");
+    assert!(oversized.contains("PYEXEC_MAX_INPUT"), "{oversized}");
+    let huge = &answers[&4]["error"];
+    assert!(
+        huge["message"]
+            .as_str()
+            .unwrap()
+            .contains("request too large"),
+        "{huge}"
+    );
+    assert_eq!(
+        answers[&5]["result"]["content"][0]["text"],
+        "stdout:\nfine\n"
+    );
+    drop(stdin);
+    server.wait().await.unwrap();
 }
