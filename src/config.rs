@@ -61,6 +61,16 @@ pub struct SandboxArgs {
     #[arg(long, global = true, env = "PYEXEC_CONCURRENCY",
           value_parser = clap::value_parser!(u64).range(1..=256))]
     pub concurrency: Option<u64>,
+
+    /// Containers kept started ahead of time, each waiting for one call (0-64; 0 = none)
+    #[arg(long, global = true, env = "PYEXEC_POOL_SIZE", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub pool_size: u64,
+
+    /// Seconds an unused warm container waits before it is replaced by a fresh one (10-3600)
+    #[arg(long, global = true, env = "PYEXEC_POOL_MAX_AGE", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(10..=3600))]
+    pub pool_max_age: u64,
 }
 
 /// The package environment: where installs go, how pip reaches its index, what to preinstall.
@@ -237,6 +247,17 @@ pub struct SandboxConfig {
     pub concurrency: usize,
     /// Per-container limits.
     pub limits: Limits,
+    /// The warm pool.
+    pub pool: PoolConfig,
+}
+
+/// How many containers wait, started, for a call, and for how long at most.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolConfig {
+    /// Warm containers kept ready; 0 turns the pool off (every call starts its own).
+    pub size: usize,
+    /// Age past which an unused warm container is replaced.
+    pub max_age: Duration,
 }
 
 impl SandboxArgs {
@@ -263,6 +284,10 @@ impl SandboxArgs {
                 max_output_bytes: self.max_output as usize,
                 max_input_bytes: self.max_input as usize,
                 tmp_bytes: self.tmp_size as i64,
+            },
+            pool: PoolConfig {
+                size: self.pool_size as usize,
+                max_age: Duration::from_secs(self.pool_max_age),
             },
         })
     }
@@ -327,7 +352,8 @@ fn output_size(text: &str) -> Result<u64, String> {
 }
 
 fn input_size(text: &str) -> Result<u64, String> {
-    // The MCP stdio transport drops lines over 16 MiB, so a larger limit could never be seen.
+    // The stdio channel refuses lines over 16 MiB (`stdio::MAX_LINE`), and a request carries
+    // JSON escaping on top of the code, so a larger limit could never be reached.
     size_in(text, 1 << 10, 12 << 20, "1k", "12m")
 }
 

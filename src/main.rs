@@ -115,8 +115,13 @@ async fn serve(sandbox: Arc<Sandbox>, environment: Arc<Environment>) -> anyhow::
     tokio::spawn(async move {
         if let Err(error) = preparing.prepare().await {
             tracing::error!("{error}");
-            return;
         }
+        // Warm containers start from the current environment, so load it first; the pool
+        // itself retries while Docker or the image is missing.
+        if let Err(error) = installing.ensure_loaded().await {
+            tracing::warn!("{error}");
+        }
+        preparing.start_pool();
         match installing.preinstall().await {
             Ok(Some(report)) if !report.installed.is_empty() => {
                 tracing::info!(installed = ?report.installed, "PREINSTALLED_PACKAGES installed");
@@ -127,20 +132,27 @@ async fn serve(sandbox: Arc<Sandbox>, environment: Arc<Environment>) -> anyhow::
     });
     tracing::info!(instance = sandbox.instance(), "serving MCP on stdio");
     let gateway = stdio::stdio();
-    let service = PythonExecutor::new(sandbox.clone(), environment)
-        .serve(gateway.transport)
-        .await
-        .context("MCP initialization failed")?;
-    tokio::select! {
-        result = service.waiting() => {
-            result.context("MCP session failed")?;
-            // The session is over; let its last answers reach the client.
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, gateway.finished).await;
+    let session = async {
+        let service = PythonExecutor::new(sandbox.clone(), environment)
+            .serve(gateway.transport)
+            .await
+            .context("MCP initialization failed")?;
+        service.waiting().await.context("MCP session failed")?;
+        // The session is over; let its last answers reach the client.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, gateway.finished).await;
+        anyhow::Ok(())
+    };
+    // However the session ends (even a client that leaves before initializing), the pool is
+    // drained and every container removed before the process exits.
+    let ended = tokio::select! {
+        ended = session => ended,
+        _ = shutdown_signal() => {
+            tracing::info!("signal received, shutting down");
+            Ok(())
         }
-        _ = shutdown_signal() => tracing::info!("signal received, shutting down"),
-    }
+    };
     sandbox.shutdown(SHUTDOWN_GRACE).await;
-    Ok(ExitCode::SUCCESS)
+    ended.map(|()| ExitCode::SUCCESS)
 }
 
 /// Runs one program from a file or stdin and mirrors its output and exit code.
@@ -172,7 +184,10 @@ async fn exec(
     sandbox.prepare().await?;
     environment.ensure_loaded().await?;
     let request = ExecutionRequest::new(code).with_input(input);
-    let result = sandbox.execute(&request, &cancel).await?;
+    let result = sandbox.execute(&request, &cancel).await;
+    // The container's removal finishes after the result; wait for it before exiting.
+    sandbox.shutdown(SHUTDOWN_GRACE).await;
+    let result = result?;
     std::io::stdout().write_all(result.stdout.as_bytes())?;
     std::io::stderr().write_all(result.stderr.as_bytes())?;
     if result.timed_out {

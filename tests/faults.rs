@@ -12,7 +12,7 @@ use std::time::Duration;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
 use rmcp::service::PeerRequestOptions;
-use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use rmcp::transport::TokioChildProcess;
 use serde_json::json;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
@@ -68,6 +68,51 @@ async fn wait_for_container(instance: &str) -> HashSet<String> {
     panic!("no container appeared for instance {instance}");
 }
 
+/// Starts a server once (an empty `exec`) and checks that its reaper removed every container
+/// of the dead `instance`.
+fn assert_next_start_reaps(instance: &str) {
+    let next = Command::new(BINARY)
+        .args(["exec", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        next.status.success(),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    let left = containers_of(instance);
+    assert!(left.is_empty(), "not reaped: {left:?}");
+}
+
+/// Polls `done` every 100 ms for up to 10 s; true once it holds.
+async fn within_10s(done: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done()
+}
+
+/// A server on stdio (never initialized) with a pool of 2, once both warm containers exist.
+async fn server_with_full_pool() -> (std::process::Child, String) {
+    let mut server = Command::new(BINARY)
+        .env("PYEXEC_POOL_SIZE", "2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let instance = instance_from(server.stderr.take().unwrap());
+    assert!(
+        within_10s(|| containers_of(&instance).len() == 2).await,
+        "the pool filled"
+    );
+    (server, instance)
+}
+
 #[tokio::test]
 async fn a_server_killed_mid_call_is_cleaned_up_by_the_next_start() {
     let mut server = Command::new(BINARY)
@@ -96,18 +141,24 @@ async fn a_server_killed_mid_call_is_cleaned_up_by_the_next_start() {
 
     // Its deadline is the timeout plus two 5 s graces; after that any new server reaps it.
     tokio::time::sleep(Duration::from_secs(14)).await;
-    let next = Command::new(BINARY)
-        .args(["exec", "-"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    assert_next_start_reaps(&instance);
+}
+
+#[tokio::test]
+async fn a_killed_servers_warm_containers_are_reaped_at_the_next_start() {
+    let (mut server, instance) = server_with_full_pool().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill().unwrap(); // SIGKILL: the pool cannot be drained
+    server.wait().unwrap();
     assert!(
-        next.status.success(),
-        "{}",
-        String::from_utf8_lossy(&next.stderr)
+        !containers_of(&instance).is_empty(),
+        "the kill left warm containers"
     );
-    let left = containers_of(&instance);
-    assert!(left.is_empty(), "not reaped: {left:?}");
+
+    // Their deadline is minutes away, but they exited when their attach connection died, so
+    // the next server to start removes them at once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_next_start_reaps(&instance);
 }
 
 /// A Unix-socket proxy to the real Docker socket that the test can take down and bring back.
@@ -177,10 +228,16 @@ fn text(result: &rmcp::model::CallToolResult) -> String {
 async fn calls_fail_clearly_while_docker_is_down_and_work_again_when_it_is_back() {
     let proxy = FlakyDocker::start().await;
     let host = proxy.host();
-    let command = tokio::process::Command::new(BINARY).configure(|cmd| {
-        cmd.env("DOCKER_HOST", &host);
-    });
-    let client = ().serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
+    let mut command = tokio::process::Command::new(BINARY);
+    command.env("DOCKER_HOST", &host);
+    let (transport, stderr) = TokioChildProcess::builder(command)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let instance = instance_from(std::fs::File::from(
+        stderr.unwrap().into_owned_fd().unwrap(),
+    ));
+    let client = ().serve(transport).await.unwrap();
     let call = |code: &str| {
         CallToolRequestParams::new("execute_python")
             .with_arguments(json!({ "code": code }).as_object().unwrap().clone())
@@ -205,12 +262,38 @@ async fn calls_fail_clearly_while_docker_is_down_and_work_again_when_it_is_back(
     let back = client.call_tool(call("print('back')")).await.unwrap();
     assert_eq!(text(&back), "stdout:\nback\n", "{back:?}");
     client.cancel().await.unwrap();
+    // The server removes its containers on the way out, through the proxy.
+    assert!(
+        within_10s(|| containers_of(&instance).is_empty()).await,
+        "left after shutdown: {:?}",
+        containers_of(&instance)
+    );
     proxy.down().await;
 }
 
-#[tokio::test]
-async fn a_call_cancelled_by_the_client_has_its_container_removed_at_once() {
-    let (transport, stderr) = TokioChildProcess::builder(tokio::process::Command::new(BINARY))
+/// The container of `instance` in which the program has created `/tmp/started`.
+async fn container_running_the_call(instance: &str) -> String {
+    for _ in 0..200 {
+        for id in containers_of(instance) {
+            let probe = Command::new("docker")
+                .args(["exec", &id, "test", "-e", "/tmp/started"])
+                .output()
+                .expect("docker exec");
+            if probe.status.success() {
+                return id;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no container of {instance} started the call");
+}
+
+/// Cancels a sleeping call and checks that the container that ran it goes at once, on the
+/// cold path (pool 0) and on the warm path (the pool's other containers stay).
+async fn cancel_removes_the_calls_container(pool_size: &str) {
+    let mut command = tokio::process::Command::new(BINARY);
+    command.env("PYEXEC_POOL_SIZE", pool_size);
+    let (transport, stderr) = TokioChildProcess::builder(command)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -218,7 +301,7 @@ async fn a_call_cancelled_by_the_client_has_its_container_removed_at_once() {
     let instance = instance_from(std::fs::File::from(stderr));
     let client = ().serve(transport).await.unwrap();
     let params = CallToolRequestParams::new("execute_python").with_arguments(
-        json!({"code": "import time\ntime.sleep(600)"})
+        json!({"code": "open('/tmp/started', 'w').close()\nimport time\ntime.sleep(600)"})
             .as_object()
             .unwrap()
             .clone(),
@@ -230,21 +313,40 @@ async fn a_call_cancelled_by_the_client_has_its_container_removed_at_once() {
         )
         .await
         .unwrap();
-    wait_for_container(&instance).await;
+    let running = container_running_the_call(&instance).await;
     handle
         .cancel(Some("user pressed stop".to_string()))
         .await
         .unwrap();
-    for _ in 0..100 {
-        if containers_of(&instance).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let left = containers_of(&instance);
     assert!(
-        left.is_empty(),
-        "the cancelled call's container is still there: {left:?}"
+        within_10s(|| !containers_of(&instance).contains(&running)).await,
+        "the cancelled call's container {running} is still there (pool {pool_size})"
     );
     client.cancel().await.unwrap();
+    // The server drains its pool on the way out.
+    assert!(
+        within_10s(|| containers_of(&instance).is_empty()).await,
+        "left after shutdown: {:?}",
+        containers_of(&instance)
+    );
+}
+
+#[tokio::test]
+async fn a_call_cancelled_by_the_client_has_its_container_removed_at_once() {
+    cancel_removes_the_calls_container("0").await;
+}
+
+#[tokio::test]
+async fn a_cancelled_call_on_a_warm_container_has_it_removed_at_once() {
+    cancel_removes_the_calls_container("2").await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_initializing_leaves_no_warm_containers() {
+    let (mut server, instance) = server_with_full_pool().await;
+    drop(server.stdin.take()); // EOF before any initialize request
+    let status = server.wait().unwrap();
+    assert!(!status.success(), "no session is an error exit");
+    let left = containers_of(&instance);
+    assert!(left.is_empty(), "left after exit: {left:?}");
 }

@@ -23,23 +23,36 @@ use crate::config::SandboxConfig;
 pub const LABEL_OWNER: &str = "mcp-python-executor";
 /// Label holding the Unix time after which any server may remove the container.
 pub const LABEL_DEADLINE: &str = "mcp-python-executor.deadline";
+/// Label on warm-pool containers: started before their call, waiting for a payload. The
+/// reaper removes one that exited without ever getting a payload (its server is gone)
+/// before its deadline.
+pub const LABEL_WARM: &str = "mcp-python-executor.warm";
+/// Exit status of the runner when its stdin closes before a payload arrives.
+pub const NO_PAYLOAD: i64 = 125;
 /// The unprivileged user the code runs as (created by images/Dockerfile).
 pub const SANDBOX_USER: &str = "10001:10001";
 /// Extra seconds the in-container deadline and the reaper give beyond the call's timeout.
 const GRACE: Duration = Duration::from_secs(5);
 
 /// Docker's create body for one execution of `image`: hardened, limited, labelled.
+///
+/// `idle` is how long the container may wait, started, for its payload: zero for a call's own
+/// container, the pool's max age for a warm one. Both deadlines grow by it, so a warm container
+/// taken before its max age still has the whole timeout ahead of it.
 pub fn container_spec(
     config: &SandboxConfig,
     image: &str,
     instance: &str,
     now: SystemTime,
+    idle: Duration,
 ) -> ContainerCreateBody {
     let limits = &config.limits;
     // The in-container deadline: an orphan (server killed) ends by itself.
-    let inner_deadline = (limits.timeout + GRACE).as_secs();
-    // CPU seconds a process may use: enough for every allowed core over the whole timeout.
-    let cpu_seconds = inner_deadline as i64 * ((limits.nano_cpus + 999_999_999) / 1_000_000_000);
+    let inner_deadline = (idle + limits.timeout + GRACE).as_secs();
+    // CPU seconds a process may use: enough for every allowed core over the whole timeout
+    // (waiting for the payload costs none).
+    let cpu_seconds = (limits.timeout + GRACE).as_secs() as i64
+        * ((limits.nano_cpus + 999_999_999) / 1_000_000_000);
     let mut host_config = hardened_host_config(config);
     host_config.readonly_rootfs = Some(true);
     host_config.network_mode = Some(config.network.clone());
@@ -61,10 +74,14 @@ pub fn container_spec(
             "-c".to_string(),
             RUNNER.to_string(),
         ]),
-        labels: Some(ownership_labels(
-            instance,
-            now + limits.timeout + GRACE + GRACE,
-        )),
+        labels: Some({
+            let mut labels =
+                ownership_labels(instance, now + idle + limits.timeout + GRACE + GRACE);
+            if !idle.is_zero() {
+                labels.insert(LABEL_WARM.to_string(), "1".to_string());
+            }
+            labels
+        }),
         host_config: Some(host_config),
         ..attached_body()
     }
@@ -178,6 +195,12 @@ impl ContainerGuard {
         }
     }
 
+    /// Hands the guard a concurrency slot (a warm container taken by a call), released only
+    /// when the container is gone.
+    pub fn hold(&mut self, permit: OwnedSemaphorePermit) {
+        self.permit = Some(permit);
+    }
+
     /// The container's name, usable wherever Docker takes an id.
     pub fn name(&self) -> &str {
         self.name.as_deref().unwrap_or_default()
@@ -202,13 +225,62 @@ impl Drop for ContainerGuard {
         };
         self.cleanup.spawn_on(
             async move {
-                if let Err(error) = remove_container(&docker, &name).await {
-                    tracing::warn!(container = %name, %error, "could not remove container");
+                if let Err(error) = remove_container_settled(&docker, &name).await {
+                    tracing::warn!(container = %name, %error, "could not remove container; the reaper will once its deadline passes");
                 }
                 drop(permit);
             },
             &runtime,
         );
+    }
+}
+
+/// Force-removes a container whose create call may still be in flight (the guard was dropped
+/// mid-create: a cancelled call, a pool refill stopped by shutdown). "No such container" is
+/// then not yet proof of absence, so it is asked again twice over the next 2.5 s. When Docker
+/// cannot be reached at all (a daemon restart, a proxy blip), it keeps trying for about 15 s
+/// before leaving the container to the reaper.
+async fn remove_container_settled(
+    docker: &Docker,
+    name: &str,
+) -> Result<(), bollard::errors::Error> {
+    const NOT_FOUND_PAUSES: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
+    const UNREACHABLE_PAUSES: [Duration; 4] = [
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+        Duration::from_secs(4),
+        Duration::from_secs(8),
+    ];
+    let options = || RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    let (mut not_found, mut unreachable) = (NOT_FOUND_PAUSES.iter(), UNREACHABLE_PAUSES.iter());
+    loop {
+        let pause = match docker.remove_container(name, Some(options())).await {
+            Ok(()) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => match not_found.next() {
+                Some(pause) => pause,
+                None => return Ok(()),
+            },
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => return Ok(()),
+            Err(error @ bollard::errors::Error::DockerResponseServerError { .. }) => {
+                return Err(error);
+            }
+            Err(error) => match unreachable.next() {
+                Some(pause) => {
+                    tracing::debug!(container = %name, %error, retry_in = ?pause, "removal failed");
+                    pause
+                }
+                None => return Err(error),
+            },
+        };
+        tokio::time::sleep(*pause).await;
     }
 }
 
@@ -241,6 +313,7 @@ mod tests {
             "img",
             "instance-1",
             UNIX_EPOCH + Duration::from_secs(1000),
+            Duration::ZERO,
         )
     }
 
@@ -273,6 +346,10 @@ mod tests {
     fn labels_name_the_owner_and_a_deadline_past_the_timeout() {
         let labels = spec().labels.unwrap();
         assert_eq!(labels[LABEL_OWNER], "instance-1");
+        assert!(
+            !labels.contains_key(LABEL_WARM),
+            "a call's own container is not warm"
+        );
         // 1000 s + 30 s timeout + two grace periods of 5 s.
         assert_eq!(labels[LABEL_DEADLINE], "1040");
     }
@@ -287,6 +364,23 @@ mod tests {
             .find(|u| u.name.as_deref() == Some("cpu"))
             .unwrap();
         assert_eq!(cpu.hard, Some(35));
+    }
+
+    #[test]
+    fn a_warm_container_gets_its_idle_time_on_top_of_the_timeout() {
+        let config = SandboxArgs::default().resolve().unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        let spec = container_spec(&config, "img", "i", now, Duration::from_secs(300));
+        assert_eq!(spec.entrypoint.unwrap(), ["timeout", "-s", "KILL", "335"]);
+        let labels = spec.labels.unwrap();
+        assert_eq!(labels[LABEL_DEADLINE], "1340");
+        assert_eq!(labels[LABEL_WARM], "1");
+        let ulimits = spec.host_config.unwrap().ulimits.unwrap();
+        let cpu = ulimits
+            .iter()
+            .find(|u| u.name.as_deref() == Some("cpu"))
+            .unwrap();
+        assert_eq!(cpu.hard, Some(35), "idle time costs no CPU budget");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod container;
 mod output;
 mod payload;
+mod pool;
 mod reaper;
 
 use std::pin::pin;
@@ -16,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bollard::Docker;
-use bollard::container::LogOutput;
+use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
 use futures::StreamExt;
@@ -32,7 +33,7 @@ pub use container::{
     ownership_labels,
 };
 pub use output::CappedBuffer;
-pub use payload::ExecutionRequest;
+pub use payload::{ExecutionRequest, Trailer};
 pub use reaper::reap_expired;
 
 use crate::config::SandboxConfig;
@@ -42,7 +43,7 @@ use container::ContainerGuard;
 /// Exit status Docker reports for a process killed by SIGKILL (timeout, OOM killer).
 const KILLED: i64 = 137;
 /// Longest wait for create + attach + start; a runtime that hangs there must not hang the call.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a removal before the call answers anyway (the guard's task or the reaper
 /// finishes it).
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -137,11 +138,14 @@ pub struct Sandbox {
     stopping: CancellationToken,
     /// Counter that makes container names unique within this instance.
     next_id: AtomicU64,
+    /// Started containers waiting for a call (filled only after `start_pool`).
+    pool: pool::Pool,
 }
 
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Self {
         let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let config_pool = config.pool;
         Self {
             docker: LazyDocker::default(),
             permits: Arc::new(Semaphore::new(config.concurrency)),
@@ -151,6 +155,7 @@ impl Sandbox {
             cleanup: TaskTracker::new(),
             stopping: CancellationToken::new(),
             next_id: AtomicU64::new(0),
+            pool: pool::Pool::new(config_pool),
         }
     }
 
@@ -168,9 +173,24 @@ impl Sandbox {
         self.image.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Points later executions at `image`; calls already running keep theirs.
+    /// Points later executions at `image`; calls already running keep theirs, and warm
+    /// containers of the old image are replaced.
     pub fn set_current_image(&self, image: &str) {
         *self.image.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(image);
+        self.pool.wake();
+    }
+
+    /// Starts keeping `--pool-size` warm containers (a no-op when it is 0). For the server;
+    /// one-shot commands run cold.
+    pub fn start_pool(self: &Arc<Self>) {
+        if self.config.pool.size > 0 {
+            self.cleanup.spawn(pool::keep_full(self.clone()));
+        }
+    }
+
+    /// Warm containers ready right now.
+    pub fn pool_ready(&self) -> usize {
+        self.pool.ready()
     }
 
     /// The connected Docker client (connecting on first use).
@@ -192,51 +212,108 @@ impl Sandbox {
             .map(|_| ())
     }
 
-    /// Runs one request in a fresh container and removes the container before returning.
+    /// Runs one request in a fresh container (a warm one if the pool has one, else its own)
+    /// and removes the container before returning.
     pub async fn execute(
         &self,
         request: &ExecutionRequest,
         cancel: &CancellationToken,
     ) -> Result<ExecutionResult, SandboxError> {
-        let payload = request.encode(self.config.limits.max_input_bytes)?;
-        let permit = tokio::select! {
-            permit = self.permits.clone().acquire_owned() => {
-                permit.map_err(|_| SandboxError::ShuttingDown)?
-            }
-            _ = cancel.cancelled() => return Err(SandboxError::Cancelled),
-            _ = self.stopping.cancelled() => return Err(SandboxError::ShuttingDown),
-        };
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let payload = request.encode(self.config.limits.max_input_bytes, &token)?;
+        let permit = self.acquire(cancel).await?;
         let image = self.current_image();
         let limits = &self.config.limits;
-        self.in_fresh_container(Some(permit), cancel, async |docker, name| {
-            let spec = container_spec(&self.config, &image, &self.instance, SystemTime::now());
-            let mut stdout = CappedBuffer::new(limits.max_output_bytes);
-            let mut stderr = CappedBuffer::new(limits.max_output_bytes);
-            let outcome =
-                run_attached(
-                    docker,
-                    name,
-                    spec,
-                    payload,
-                    limits.timeout,
-                    &mut |s, b| match s {
-                        Stream::Stdout => stdout.push(b),
-                        Stream::Stderr => stderr.push(b),
-                    },
-                )
-                .await?;
-            let truncated = stdout.truncated() || stderr.truncated();
-            Ok(ExecutionResult {
-                stdout: stdout.into_text(),
-                stderr: stderr.into_text(),
-                exit_code: outcome.exit_code,
-                timed_out: outcome.timed_out,
-                oom_killed: outcome.oom_killed,
-                truncated,
-                duration_ms: outcome.duration_ms,
+        let permit = match self.pool.take(&image) {
+            None => permit,
+            Some(warm) => {
+                let _refill = RefillAfter(&self.pool);
+                let pool::Warm {
+                    mut guard, streams, ..
+                } = warm;
+                guard.hold(permit);
+                let warm_payload = payload.clone();
+                let result = self
+                    .in_container(guard, Removal::Background, cancel, async |docker, name| {
+                        let mut output = Output::new(limits.max_output_bytes);
+                        let delivery = Delivery {
+                            payload: warm_payload,
+                            timeout: limits.timeout,
+                            token: Some(&token),
+                        };
+                        let outcome = stream_and_wait(
+                            docker,
+                            name,
+                            &image,
+                            streams,
+                            delivery,
+                            &mut |s, b| output.push(s, b),
+                        )
+                        .await?;
+                        Ok(output.finish(outcome))
+                    })
+                    .await;
+                match result {
+                    // A warm container that died while waiting (daemon restart, removed by
+                    // hand) fails before running anything: run the call cold instead.
+                    Err(SandboxError::Docker { action, message }) => {
+                        tracing::warn!(action, %message, "warm container failed; running cold");
+                        self.acquire(cancel).await?
+                    }
+                    other => return other,
+                }
+            }
+        };
+        // This call finds the pool empty: refill it after the call, as the warm path does.
+        let _refill = RefillAfter(&self.pool);
+        let docker = self.docker.get().await?;
+        let guard = self.guard(docker, Some(permit));
+        self.in_container(guard, Removal::Background, cancel, async |docker, name| {
+            let spec = container_spec(
+                &self.config,
+                &image,
+                &self.instance,
+                SystemTime::now(),
+                Duration::ZERO,
+            );
+            let streams = start_attached(docker, name, spec).await?;
+            let mut output = Output::new(limits.max_output_bytes);
+            let delivery = Delivery {
+                payload,
+                timeout: limits.timeout,
+                token: Some(&token),
+            };
+            let outcome = stream_and_wait(docker, name, &image, streams, delivery, &mut |s, b| {
+                output.push(s, b)
             })
+            .await?;
+            Ok(output.finish(outcome))
         })
         .await
+    }
+
+    /// Waits for a concurrency slot, giving up on cancel or shutdown.
+    async fn acquire(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<OwnedSemaphorePermit, SandboxError> {
+        tokio::select! {
+            permit = self.permits.clone().acquire_owned() => {
+                permit.map_err(|_| SandboxError::ShuttingDown)
+            }
+            _ = cancel.cancelled() => Err(SandboxError::Cancelled),
+            _ = self.stopping.cancelled() => Err(SandboxError::ShuttingDown),
+        }
+    }
+
+    /// A guard for a new, uniquely named container of this instance.
+    fn guard(&self, docker: &Docker, permit: Option<OwnedSemaphorePermit>) -> ContainerGuard {
+        let name = format!(
+            "mcp-python-executor-{}-{}",
+            self.instance,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        ContainerGuard::new(docker.clone(), name, permit, self.cleanup.clone())
     }
 
     /// Gives `body` a fresh container name owned by a guard, stops it on cancel or shutdown,
@@ -248,17 +325,32 @@ impl Sandbox {
         body: impl AsyncFnOnce(&Docker, &str) -> Result<T, SandboxError>,
     ) -> Result<T, SandboxError> {
         let docker = self.docker.get().await?;
-        let name = format!(
-            "mcp-python-executor-{}-{}",
-            self.instance,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
-        let guard = ContainerGuard::new(docker.clone(), name, permit, self.cleanup.clone());
+        let guard = self.guard(docker, permit);
+        self.in_container(guard, Removal::Awaited, cancel, body)
+            .await
+    }
+
+    /// Runs `body` on the guard's container, stops it on cancel or shutdown, and removes the
+    /// container whatever happened: before returning, or (`Removal::Background`, executions)
+    /// on a tracked task, so the answer does not wait for Docker to tear the container down.
+    /// Either way the guard keeps the call's concurrency slot until the container is gone.
+    async fn in_container<T>(
+        &self,
+        guard: ContainerGuard,
+        removal: Removal,
+        cancel: &CancellationToken,
+        body: impl AsyncFnOnce(&Docker, &str) -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
+        let docker = self.docker.get().await?;
         let outcome = tokio::select! {
             result = body(docker, guard.name()) => result,
             _ = cancel.cancelled() => Err(SandboxError::Cancelled),
             _ = self.stopping.cancelled() => Err(SandboxError::ShuttingDown),
         };
+        if removal == Removal::Background {
+            drop(guard);
+            return outcome;
+        }
         let name = guard.name().to_string();
         match tokio::time::timeout(REMOVE_TIMEOUT, guard.remove()).await {
             Ok(Ok(())) => {}
@@ -270,6 +362,13 @@ impl Sandbox {
             }
         }
         outcome
+    }
+
+    /// Waits until no call is running and every call's container has been removed (removal
+    /// finishes after the answer). For tests and tools that count containers.
+    pub async fn settle(&self) {
+        let all = self.config.concurrency as u32;
+        let _ = self.permits.acquire_many(all).await;
     }
 
     /// Stops every running call, then waits (up to `grace`) until all containers are removed.
@@ -287,6 +386,59 @@ impl Sandbox {
     }
 }
 
+/// When a container is removed relative to the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Before the call returns (installs: the commit must be done with it).
+    Awaited,
+    /// Right after: the call returns as soon as its result is known (executions).
+    Background,
+}
+
+/// Wakes the pool's refill task when dropped, whichever way the call ended.
+struct RefillAfter<'a>(&'a pool::Pool);
+
+impl Drop for RefillAfter<'_> {
+    fn drop(&mut self) {
+        self.0.wake();
+    }
+}
+
+/// One call's two capped output streams, turned into its result at the end.
+struct Output {
+    stdout: CappedBuffer,
+    stderr: CappedBuffer,
+}
+
+impl Output {
+    fn new(cap: usize) -> Self {
+        Self {
+            stdout: CappedBuffer::new(cap),
+            stderr: CappedBuffer::new(cap),
+        }
+    }
+
+    fn push(&mut self, stream: Stream, bytes: &[u8]) {
+        match stream {
+            Stream::Stdout => self.stdout.push(bytes),
+            Stream::Stderr => self.stderr.push(bytes),
+        }
+    }
+
+    fn finish(self, outcome: RunOutcome) -> ExecutionResult {
+        let truncated = self.stdout.truncated() || self.stderr.truncated();
+        ExecutionResult {
+            stdout: self.stdout.into_text(),
+            stderr: self.stderr.into_text(),
+            exit_code: outcome.exit_code,
+            timed_out: outcome.timed_out,
+            oom_killed: outcome.oom_killed,
+            truncated,
+            duration_ms: outcome.duration_ms,
+        }
+    }
+}
+
 /// Create, attach, start, stream `payload` in and the output out to `on_output`, wait.
 ///
 /// The timeout covers everything after start; a container still running then is reported as
@@ -299,6 +451,23 @@ pub async fn run_attached(
     timeout: Duration,
     on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
 ) -> Result<RunOutcome, SandboxError> {
+    let image = spec.image.clone().unwrap_or_default();
+    let streams = start_attached(docker, name, spec).await?;
+    let delivery = Delivery {
+        payload,
+        timeout,
+        token: None,
+    };
+    stream_and_wait(docker, name, &image, streams, delivery, on_output).await
+}
+
+/// Create, attach (before start, so no output is lost) and start, bounded by
+/// [`START_TIMEOUT`]. The container's program is then running, waiting for its stdin.
+pub async fn start_attached(
+    docker: &Docker,
+    name: &str,
+    spec: ContainerCreateBody,
+) -> Result<AttachContainerResults, SandboxError> {
     let image = spec.image.clone().unwrap_or_default();
     let starting = async {
         let options = CreateContainerOptions {
@@ -326,7 +495,7 @@ pub async fn run_attached(
             .map_err(|e| classify(e, "start the container", &image))?;
         Ok(streams)
     };
-    let streams = tokio::time::timeout(START_TIMEOUT, starting)
+    tokio::time::timeout(START_TIMEOUT, starting)
         .await
         .map_err(|_| SandboxError::Docker {
             action: "start the container",
@@ -334,11 +503,44 @@ pub async fn run_attached(
                 "no answer within {} s (is the runtime healthy? see `docker info`)",
                 START_TIMEOUT.as_secs()
             ),
-        })??;
-    let started = Instant::now();
+        })?
+}
 
+/// What goes into a started container, and how long its program may take.
+pub struct Delivery<'a> {
+    /// Everything the container's stdin gets.
+    pub payload: Vec<u8>,
+    /// Counted from the moment the payload starts to go in.
+    pub timeout: Duration,
+    /// The runner's trailer token, when the container runs the runner.
+    pub token: Option<&'a str>,
+}
+
+/// Streams the payload into a started container and its output out to `on_output` until the
+/// program ends or the timeout passes, then reads the exit status.
+///
+/// With a token, the container runs the runner, which ends each stream with a trailer
+/// carrying the exit status: once both trailers are in, the program is over and the status is
+/// known without waiting for the container to stop. Without one (an install), or when a
+/// program never reaches its trailer (killed, `os._exit`), the end of the output and Docker's
+/// wait decide.
+pub async fn stream_and_wait(
+    docker: &Docker,
+    name: &str,
+    image: &str,
+    streams: AttachContainerResults,
+    delivery: Delivery<'_>,
+    on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
+) -> Result<RunOutcome, SandboxError> {
+    let Delivery {
+        payload,
+        timeout,
+        token,
+    } = delivery;
+    let started = Instant::now();
     let mut input = streams.input;
     let mut output = streams.output;
+    let mut trailers = token.map(|t| (Trailer::new(t), Trailer::new(t)));
     let write = async move {
         // The program may exit without reading its stdin; a broken pipe is not an error.
         let _ = input.write_all(&payload).await;
@@ -346,31 +548,55 @@ pub async fn run_attached(
     };
     let read = async {
         while let Some(item) = output.next().await {
-            match item {
-                Ok(LogOutput::StdOut { message }) => on_output(Stream::Stdout, &message),
-                Ok(LogOutput::StdErr { message }) => on_output(Stream::Stderr, &message),
-                Ok(_) => {}
-                Err(error) => return Err(classify(error, "read the output", &image)),
+            let (stream, message) = match item {
+                Ok(LogOutput::StdOut { message }) => (Stream::Stdout, message),
+                Ok(LogOutput::StdErr { message }) => (Stream::Stderr, message),
+                Ok(_) => continue,
+                Err(error) => return Err(classify(error, "read the output", image)),
+            };
+            let Some((out, err)) = trailers.as_mut() else {
+                on_output(stream, &message);
+                continue;
+            };
+            let trailer = if stream == Stream::Stdout {
+                &mut *out
+            } else {
+                &mut *err
+            };
+            trailer.push(&message, &mut |bytes| on_output(stream, bytes));
+            if let (Some(status), Some(_)) = (out.status(), err.status()) {
+                return Ok(Some(status));
             }
         }
-        Ok(())
+        if let Some((out, err)) = trailers.as_mut() {
+            out.finish(&mut |bytes| on_output(Stream::Stdout, bytes));
+            err.finish(&mut |bytes| on_output(Stream::Stderr, bytes));
+        }
+        Ok(None)
     };
     let streamed = tokio::time::timeout(timeout, drive_until(read, write)).await;
     let duration_ms = started.elapsed().as_millis() as u64;
-    if let Ok(result) = streamed {
-        result?;
-        let (exit_code, oom_killed) = exit_status(docker, name, &image).await?;
+    let Ok(ended) = streamed else {
+        // What the program printed before the kill is output too.
+        if let Some((out, err)) = trailers.as_mut() {
+            out.finish(&mut |bytes| on_output(Stream::Stdout, bytes));
+            err.finish(&mut |bytes| on_output(Stream::Stderr, bytes));
+        }
         return Ok(RunOutcome {
-            exit_code,
-            timed_out: false,
-            oom_killed,
+            exit_code: KILLED,
+            timed_out: true,
+            oom_killed: false,
             duration_ms,
         });
-    }
+    };
+    let (exit_code, oom_killed) = match ended? {
+        Some(status) => (status, false),
+        None => exit_status(docker, name, image).await?,
+    };
     Ok(RunOutcome {
-        exit_code: KILLED,
-        timed_out: true,
-        oom_killed: false,
+        exit_code,
+        timed_out: false,
+        oom_killed,
         duration_ms,
     })
 }

@@ -2,7 +2,12 @@
 //!
 //! A server killed with SIGKILL cannot clean up; its containers carry a deadline label, and the
 //! next server to start removes those past it. Containers still inside their deadline may
-//! belong to another live server instance, so they are left alone.
+//! belong to another live server instance, so they are left alone — with one exception: a
+//! warm-pool container (long deadline: it may wait up to the pool's max age) that has exited
+//! with the runner's "no payload" status lost its server, because Docker closes a container's
+//! stdin when the server's attach connection dies. Those go at once. And a container still
+//! only "created" long after its creation was never going to start: servers start what they
+//! create within a bounded time, so its server died in between.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,7 +15,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptions;
 
-use super::container::{LABEL_DEADLINE, LABEL_OWNER, remove_container};
+use super::START_TIMEOUT;
+use super::container::{LABEL_DEADLINE, LABEL_OWNER, LABEL_WARM, NO_PAYLOAD, remove_container};
+
+/// A container created longer ago than this and never started has lost its server (which
+/// gives up on a start after [`START_TIMEOUT`]).
+const NEVER_STARTED: u64 = START_TIMEOUT.as_secs() * 2;
 
 /// Removes every labelled container whose deadline is before `now`; returns how many.
 pub async fn reap_expired(
@@ -40,10 +50,14 @@ pub async fn reap_expired(
             .get(LABEL_DEADLINE)
             .and_then(|d| d.parse::<u64>().ok())
             .unwrap_or(0);
-        if deadline >= now_secs {
+        let Some(id) = container.id else { continue };
+        if deadline >= now_secs
+            && !never_started(container.state.as_ref(), container.created, now_secs)
+            && !(labels.contains_key(LABEL_WARM)
+                && orphaned(docker, &id, container.state.as_ref()).await)
+        {
             continue;
         }
-        let Some(id) = container.id else { continue };
         match remove_container(docker, &id).await {
             Ok(()) => reaped += 1,
             Err(error) => tracing::warn!(container = %id, %error, "reaper could not remove"),
@@ -56,4 +70,51 @@ pub async fn reap_expired(
         );
     }
     Ok(reaped)
+}
+
+/// Whether a container is still only created, long after its creation.
+fn never_started(
+    state: Option<&bollard::models::ContainerSummaryStateEnum>,
+    created: Option<i64>,
+    now_secs: u64,
+) -> bool {
+    let created = u64::try_from(created.unwrap_or(0)).unwrap_or(0);
+    state == Some(&bollard::models::ContainerSummaryStateEnum::CREATED)
+        && created + NEVER_STARTED < now_secs
+}
+
+/// Whether a warm container exited without ever getting a payload.
+async fn orphaned(
+    docker: &Docker,
+    id: &str,
+    state: Option<&bollard::models::ContainerSummaryStateEnum>,
+) -> bool {
+    if state != Some(&bollard::models::ContainerSummaryStateEnum::EXITED) {
+        return false;
+    }
+    let inspected = docker.inspect_container(id, None).await;
+    let exit_code = inspected
+        .ok()
+        .and_then(|c| c.state)
+        .and_then(|s| s.exit_code);
+    exit_code == Some(NO_PAYLOAD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::ContainerSummaryStateEnum as State;
+
+    #[test]
+    fn only_containers_created_long_ago_and_never_started_count_as_dead() {
+        let now = 10_000;
+        let old = Some(now as i64 - NEVER_STARTED as i64 - 1);
+        let recent = Some(now as i64 - 5);
+        assert!(never_started(Some(&State::CREATED), old, now));
+        // A server may be between its create and its start right now.
+        assert!(!never_started(Some(&State::CREATED), recent, now));
+        // Started containers are judged by their deadline, not by age.
+        assert!(!never_started(Some(&State::RUNNING), old, now));
+        assert!(!never_started(Some(&State::EXITED), old, now));
+    }
 }

@@ -1,7 +1,11 @@
 # The program every execution container starts: `python3 -u -c <this file>`.
-# It reads one payload from stdin -- a line with the code's length in bytes, then the code --
-# writes the code to /tmp/main.py and runs it as __main__ in this same interpreter (one
-# interpreter start per call). Whatever follows the code on stdin is the program's own stdin.
+# It reads one payload from stdin -- a line with the code's length in bytes and the call's
+# token, then the code -- writes the code to /tmp/main.py and runs it as __main__ in this same
+# interpreter (one interpreter start per call). Whatever follows the code on stdin is the
+# program's own stdin. When the program is over (threads joined, atexit handlers run, output
+# flushed) it ends both output streams with a trailer, NUL "pyexec-exit <token> <status>" LF,
+# so the server can answer without waiting for the container to stop; then it exits at once.
+# A program that never reaches the trailer (killed, os._exit) is simply waited for.
 import os
 import sys
 
@@ -25,7 +29,8 @@ def _read_header():
             sys.stderr.write("pyexec runner: no payload received\n")
             sys.exit(125)
         header += byte
-    return int(header)
+    length, token = header.split()
+    return int(length), token
 
 
 class _WholeWrites:
@@ -79,12 +84,54 @@ def _whole_write_streams():
         setattr(sys, "__" + name + "__", stream)
 
 
+def _exit_status(error):
+    """The status `sys.exit(code)` gives, printing a non-integer code as Python does."""
+    code = error.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(str(code) + "\n")
+    except Exception:
+        pass
+    return 1
+
+
+def _finish(status, token):
+    """Ends the program as the interpreter would, then marks the end of both streams."""
+    try:
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()
+    except BaseException:
+        pass
+    try:
+        import atexit
+
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    trailer = b"\0pyexec-exit " + token + b" " + str(status).encode() + b"\n"
+    for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+        try:
+            os.write(fd, trailer)
+        except OSError:
+            pass
+    os._exit(status)
+
+
 def _run():
     import traceback
     import types
 
     _whole_write_streams()
-    source = _read_exact(_read_header())
+    length, token = _read_header()
+    source = _read_exact(length)
     path = "/tmp/main.py"
     with open(path, "wb") as file:
         file.write(source)
@@ -98,16 +145,19 @@ def _run():
         code = compile(source, path, "exec")
     except (SyntaxError, ValueError) as error:
         traceback.print_exception(type(error), error, None)
-        sys.exit(1)
+        _finish(1, token)
+    del source
+    status = 0
     try:
         exec(code, main.__dict__)
-    except SystemExit:
-        raise
+    except SystemExit as error:
+        status = _exit_status(error)
     except BaseException as error:
         # Drop this runner's own frame so the traceback starts at the user's code.
         tb = error.__traceback__.tb_next if error.__traceback__ else None
         traceback.print_exception(type(error), error, tb)
-        sys.exit(1)
+        status = 1
+    _finish(status, token)
 
 
 _run()

@@ -21,10 +21,57 @@ struct Flags {
 }
 
 /// A sandbox configured as if started with these flags (environment fallbacks apply too).
-pub fn sandbox_with(flags: &[&str]) -> Sandbox {
+pub fn sandbox_with(flags: &[&str]) -> TestSandbox {
+    TestSandbox(raw_sandbox_with(flags))
+}
+
+/// The sandbox itself, for tests that manage its lifetime (and shutdown) themselves.
+pub fn raw_sandbox_with(flags: &[&str]) -> Sandbox {
     let argv = std::iter::once("mcp-python-executor").chain(flags.iter().copied());
     let config = Flags::try_parse_from(argv).expect("valid test flags").args;
     Sandbox::new(config.resolve().expect("valid test config"))
+}
+
+/// A sandbox that removes whatever containers it still has when the test ends.
+///
+/// A call answers before its container is removed (the removal finishes on a background task,
+/// as in the server, which waits for it at shutdown). A test's runtime ends with the test and
+/// takes such tasks with it, so without this sweep tests that do not end with
+/// [`assert_no_containers`] would leave containers behind for the reaper.
+pub struct TestSandbox(Sandbox);
+
+impl std::ops::Deref for TestSandbox {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.0
+    }
+}
+
+impl Drop for TestSandbox {
+    fn drop(&mut self) {
+        sweep(self.0.instance());
+    }
+}
+
+/// Removes every container owned by `instance`, synchronously (usable from `Drop`).
+pub fn sweep(instance: &str) {
+    let filter = format!("label={LABEL_OWNER}={instance}");
+    let Ok(listed) = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &filter])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    if !ids.is_empty() {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "--force"])
+            .args(&ids)
+            .output();
+    }
 }
 
 /// True when the tests run under gVisor (`PYEXEC_RUNTIME=runsc`, as `make test-gvisor` does),
@@ -34,7 +81,7 @@ pub fn gvisor() -> bool {
 }
 
 /// A sandbox with the default limits.
-pub fn sandbox() -> Sandbox {
+pub fn sandbox() -> TestSandbox {
     sandbox_with(&[])
 }
 
@@ -77,8 +124,10 @@ pub async fn containers_of(sandbox: &Sandbox) -> Vec<String> {
         .collect()
 }
 
-/// Asserts that the sandbox left no container behind.
+/// Asserts that the sandbox left no container behind, once every call's removal (which
+/// finishes just after the call answers) is done.
 pub async fn assert_no_containers(sandbox: &Sandbox) {
+    sandbox.settle().await;
     let left = containers_of(sandbox).await;
     assert!(left.is_empty(), "containers left behind: {left:?}");
 }
@@ -125,14 +174,17 @@ pub fn environment_on(
         sandbox.clone(),
         parsed.environment.resolve().unwrap(),
     ));
-    (sandbox, environment, TagCleanup(tag.to_string()))
+    let cleanup = TagCleanup(tag.to_string(), sandbox.instance().to_string());
+    (sandbox, environment, cleanup)
 }
 
-/// Removes an environment tag's image when dropped, even when the test failed.
-pub struct TagCleanup(pub String);
+/// Removes the sandbox's remaining containers (see [`TestSandbox`]) and then the environment
+/// tag's image when dropped, even when the test failed.
+pub struct TagCleanup(pub String, pub String);
 
 impl Drop for TagCleanup {
     fn drop(&mut self) {
+        sweep(&self.1);
         let _ = std::process::Command::new("docker")
             .args(["image", "rm", "--force", &self.0])
             .output();
