@@ -125,8 +125,14 @@ def _finish(status, token):
     os._exit(status)
 
 
-def _run():
+def _print_exception(error, tb):
+    # Imported only here: traceback (with linecache, tokenize, re) costs ~10 ms at start.
     import traceback
+
+    traceback.print_exception(type(error), error, tb)
+
+
+def _run():
     import types
 
     _whole_write_streams()
@@ -144,7 +150,7 @@ def _run():
     try:
         code = compile(source, path, "exec")
     except (SyntaxError, ValueError) as error:
-        traceback.print_exception(type(error), error, None)
+        _print_exception(error, None)
         _finish(1, token)
     del source
     status = 0
@@ -155,7 +161,7 @@ def _run():
     except BaseException as error:
         # Drop this runner's own frame so the traceback starts at the user's code.
         tb = error.__traceback__.tb_next if error.__traceback__ else None
-        traceback.print_exception(type(error), error, tb)
+        _print_exception(error, tb)
         status = 1
     _finish(status, token)
 
