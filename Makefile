@@ -6,7 +6,7 @@
 BIN        := target/release/mcp-python-executor
 CLIENT_VENV := target/pyclient
 
-.PHONY: all build image image-rebuild run test test-rust test-client test-gvisor soak lint clean
+.PHONY: all build image image-rebuild run test test-rust test-client test-gvisor soak bench lint clean
 
 all: build
 
@@ -56,3 +56,8 @@ lint:
 
 clean:
 	cargo clean
+
+# Latency, throughput, RSS and API calls per execution against the floors (host python,
+# docker run); prints a markdown table. Not part of `make test`.
+bench: image build
+	cargo run --release --example bench -- $(BIN)
