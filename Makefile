@@ -25,11 +25,13 @@ run: image build
 # The official MCP Python client first, then the Rust suite (its summary is the last line).
 test: image build test-client test-rust
 
+# Tests build in the release profile: they share `make build`'s compiled dependencies, and
+# the flood tests (a gigabyte through the attach stream) are not bound by a debug build.
 test-rust:
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --no-fail-fast; \
+		cargo nextest run --cargo-profile release --no-fail-fast; \
 	else \
-		cargo test --no-fail-fast; \
+		cargo test --release --no-fail-fast; \
 	fi
 
 # The isolation tests and the attack corpus again, under gVisor (needs runsc registered with
@@ -37,7 +39,7 @@ test-rust:
 test-gvisor: image
 	@docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || \
 		{ echo "runsc is not registered with dockerd: see SECURITY.md, Enabling gVisor" >&2; exit 1; }
-	PYEXEC_RUNTIME=runsc cargo nextest run --no-fail-fast --test attacks --test isolation
+	PYEXEC_RUNTIME=runsc cargo nextest run --cargo-profile release --no-fail-fast --test attacks --test isolation
 
 # 1,000 mixed calls at concurrency 16 over MCP: failures, leaks and the server's peak RSS.
 soak: image build
