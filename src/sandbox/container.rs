@@ -206,11 +206,12 @@ impl ContainerGuard {
         self.name.as_deref().unwrap_or_default()
     }
 
-    /// Kills (if running) and removes the container, then releases the permit.
+    /// Kills (if running) and removes the container, then releases the permit. The same
+    /// removal as on drop, awaited: a create cut short by a cancel is still caught.
     pub async fn remove(mut self) -> Result<(), bollard::errors::Error> {
         let name = self.name.take().unwrap_or_default();
         let _permit = self.permit.take();
-        remove_container(&self.docker, &name).await
+        remove_container_settled(&self.docker, &name).await
     }
 }
 
@@ -284,7 +285,8 @@ async fn remove_container_settled(
     }
 }
 
-/// Force-removes a container; one already gone (or being removed) counts as removed.
+/// Force-removes a container known to exist (the reaper lists them first); one already gone
+/// (or being removed) counts as removed. Guards use `remove_container_settled`.
 pub async fn remove_container(docker: &Docker, name: &str) -> Result<(), bollard::errors::Error> {
     let options = RemoveContainerOptions {
         force: true,
