@@ -81,7 +81,7 @@ pub async fn run(
                 docker,
                 name,
                 spec,
-                payload,
+                &payload,
                 config.install_timeout,
                 &mut emit,
             )

@@ -33,7 +33,8 @@ pub use container::{
     ownership_labels,
 };
 pub use output::CappedBuffer;
-pub use payload::{ExecutionRequest, Trailer};
+pub use payload::ExecutionRequest;
+use payload::Trailer;
 pub use reaper::reap_expired;
 
 use crate::config::SandboxConfig;
@@ -212,8 +213,12 @@ impl Sandbox {
             .map(|_| ())
     }
 
-    /// Runs one request in a fresh container (a warm one if the pool has one, else its own)
-    /// and removes the container before returning.
+    /// Runs one request in a fresh container: a warm one if the pool has one ready, else its
+    /// own. The container is removed right after the answer, on every path.
+    ///
+    /// A warm container that died while idle (Docker restarted, removed by hand) is never
+    /// taken (`Pool::take` checks its stream), so a warm call is not retried cold: once the
+    /// payload is written the program may have run, and running it twice would be a surprise.
     pub async fn execute(
         &self,
         request: &ExecutionRequest,
@@ -223,63 +228,31 @@ impl Sandbox {
         let payload = request.encode(self.config.limits.max_input_bytes, &token)?;
         let permit = self.acquire(cancel).await?;
         let image = self.current_image();
-        let limits = &self.config.limits;
-        let permit = match self.pool.take(&image) {
-            None => permit,
-            Some(warm) => {
-                let _refill = RefillAfter(&self.pool);
-                let pool::Warm {
-                    mut guard, streams, ..
-                } = warm;
-                guard.hold(permit);
-                let warm_payload = payload.clone();
-                let result = self
-                    .in_container(guard, Removal::Background, cancel, async |docker, name| {
-                        let mut output = Output::new(limits.max_output_bytes);
-                        let delivery = Delivery {
-                            payload: warm_payload,
-                            timeout: limits.timeout,
-                            token: Some(&token),
-                        };
-                        let outcome = stream_and_wait(
-                            docker,
-                            name,
-                            &image,
-                            streams,
-                            delivery,
-                            &mut |s, b| output.push(s, b),
-                        )
-                        .await?;
-                        Ok(output.finish(outcome))
-                    })
-                    .await;
-                match result {
-                    // A warm container that died while waiting (daemon restart, removed by
-                    // hand) fails before running anything: run the call cold instead.
-                    Err(SandboxError::Docker { action, message }) => {
-                        tracing::warn!(action, %message, "warm container failed; running cold");
-                        self.acquire(cancel).await?
-                    }
-                    other => return other,
-                }
-            }
-        };
-        // This call finds the pool empty: refill it after the call, as the warm path does.
+        // Whichever path the call takes, the pool refills after it, never during it.
         let _refill = RefillAfter(&self.pool);
-        let docker = self.docker.get().await?;
-        let guard = self.guard(docker, Some(permit));
+        let (guard, warm_streams) = match self.pool.take(&image) {
+            Some(pool::Warm {
+                mut guard, streams, ..
+            }) => {
+                guard.hold(permit);
+                (guard, Some(streams))
+            }
+            None => (self.guard(self.docker.get().await?, Some(permit)), None),
+        };
+        let limits = &self.config.limits;
         self.in_container(guard, Removal::Background, cancel, async |docker, name| {
-            let spec = container_spec(
-                &self.config,
-                &image,
-                &self.instance,
-                SystemTime::now(),
-                Duration::ZERO,
-            );
-            let streams = start_attached(docker, name, spec).await?;
+            let streams = match warm_streams {
+                Some(streams) => streams,
+                None => {
+                    let now = SystemTime::now();
+                    let spec =
+                        container_spec(&self.config, &image, &self.instance, now, Duration::ZERO);
+                    start_attached(docker, name, spec).await?
+                }
+            };
             let mut output = Output::new(limits.max_output_bytes);
             let delivery = Delivery {
-                payload,
+                payload: &payload,
                 timeout: limits.timeout,
                 token: Some(&token),
             };
@@ -447,7 +420,7 @@ pub async fn run_attached(
     docker: &Docker,
     name: &str,
     spec: ContainerCreateBody,
-    payload: Vec<u8>,
+    payload: &[u8],
     timeout: Duration,
     on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
 ) -> Result<RunOutcome, SandboxError> {
@@ -463,7 +436,7 @@ pub async fn run_attached(
 
 /// Create, attach (before start, so no output is lost) and start, bounded by
 /// [`START_TIMEOUT`]. The container's program is then running, waiting for its stdin.
-pub async fn start_attached(
+async fn start_attached(
     docker: &Docker,
     name: &str,
     spec: ContainerCreateBody,
@@ -507,13 +480,13 @@ pub async fn start_attached(
 }
 
 /// What goes into a started container, and how long its program may take.
-pub struct Delivery<'a> {
+struct Delivery<'a> {
     /// Everything the container's stdin gets.
-    pub payload: Vec<u8>,
+    payload: &'a [u8],
     /// Counted from the moment the payload starts to go in.
-    pub timeout: Duration,
+    timeout: Duration,
     /// The runner's trailer token, when the container runs the runner.
-    pub token: Option<&'a str>,
+    token: Option<&'a str>,
 }
 
 /// Streams the payload into a started container and its output out to `on_output` until the
@@ -524,7 +497,7 @@ pub struct Delivery<'a> {
 /// known without waiting for the container to stop. Without one (an install), or when a
 /// program never reaches its trailer (killed, `os._exit`), the end of the output and Docker's
 /// wait decide.
-pub async fn stream_and_wait(
+async fn stream_and_wait(
     docker: &Docker,
     name: &str,
     image: &str,
@@ -543,7 +516,7 @@ pub async fn stream_and_wait(
     let mut trailers = token.map(|t| (Trailer::new(t), Trailer::new(t)));
     let write = async move {
         // The program may exit without reading its stdin; a broken pipe is not an error.
-        let _ = input.write_all(&payload).await;
+        let _ = input.write_all(payload).await;
         let _ = input.shutdown().await;
     };
     let read = async {
