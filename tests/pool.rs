@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,26 +16,11 @@ text = open('/proc/self/cgroup').read() + open('/proc/self/mountinfo').read()\n\
 print(re.search(r'[0-9a-f]{64}', text).group(0))";
 
 /// A sandbox with its pool running; each test shuts it down (draining the pool) at its end,
-/// and whatever a failing test leaves is swept when this drops.
-fn pooled(flags: &[&str]) -> Pooled {
-    let sandbox = Arc::new(raw_sandbox_with(flags));
+/// and whatever a failing test leaves is swept when it drops.
+fn pooled(flags: &[&str]) -> TestSandbox {
+    let sandbox = sandbox_with(flags);
     sandbox.start_pool();
-    Pooled(sandbox)
-}
-
-struct Pooled(Arc<Sandbox>);
-
-impl std::ops::Deref for Pooled {
-    type Target = Arc<Sandbox>;
-    fn deref(&self) -> &Arc<Sandbox> {
-        &self.0
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        sweep(self.0.instance());
-    }
+    sandbox
 }
 
 async fn until_ready(sandbox: &Sandbox, n: usize) {

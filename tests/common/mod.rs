@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptions;
@@ -22,14 +23,11 @@ struct Flags {
 
 /// A sandbox configured as if started with these flags (environment fallbacks apply too).
 pub fn sandbox_with(flags: &[&str]) -> TestSandbox {
-    TestSandbox(raw_sandbox_with(flags))
-}
-
-/// The sandbox itself, for tests that manage its lifetime (and shutdown) themselves.
-pub fn raw_sandbox_with(flags: &[&str]) -> Sandbox {
     let argv = std::iter::once("mcp-python-executor").chain(flags.iter().copied());
     let config = Flags::try_parse_from(argv).expect("valid test flags").args;
-    Sandbox::new(config.resolve().expect("valid test config"))
+    TestSandbox(Arc::new(Sandbox::new(
+        config.resolve().expect("valid test config"),
+    )))
 }
 
 /// A sandbox that removes whatever containers it still has when the test ends.
@@ -38,11 +36,13 @@ pub fn raw_sandbox_with(flags: &[&str]) -> Sandbox {
 /// as in the server, which waits for it at shutdown). A test's runtime ends with the test and
 /// takes such tasks with it, so without this sweep tests that do not end with
 /// [`assert_no_containers`] would leave containers behind for the reaper.
-pub struct TestSandbox(Sandbox);
+/// It derefs to the `Arc`, for tests that share the sandbox (a pool's refill task, calls
+/// from several tasks).
+pub struct TestSandbox(Arc<Sandbox>);
 
 impl std::ops::Deref for TestSandbox {
-    type Target = Sandbox;
-    fn deref(&self) -> &Sandbox {
+    type Target = Arc<Sandbox>;
+    fn deref(&self) -> &Arc<Sandbox> {
         &self.0
     }
 }
@@ -161,16 +161,16 @@ pub fn environment_on(
     tag: &str,
     flags: &[&str],
 ) -> (
-    std::sync::Arc<Sandbox>,
-    std::sync::Arc<mcp_python_executor::image::Environment>,
+    Arc<Sandbox>,
+    Arc<mcp_python_executor::image::Environment>,
     TagCleanup,
 ) {
     let argv = ["mcp-python-executor", "--env-tag", tag]
         .into_iter()
         .chain(flags.iter().copied());
     let parsed = AllFlags::try_parse_from(argv).expect("valid test flags");
-    let sandbox = std::sync::Arc::new(Sandbox::new(parsed.sandbox.resolve().unwrap()));
-    let environment = std::sync::Arc::new(mcp_python_executor::image::Environment::new(
+    let sandbox = Arc::new(Sandbox::new(parsed.sandbox.resolve().unwrap()));
+    let environment = Arc::new(mcp_python_executor::image::Environment::new(
         sandbox.clone(),
         parsed.environment.resolve().unwrap(),
     ));
