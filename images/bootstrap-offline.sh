@@ -49,5 +49,6 @@ else
 fi
 
 say "building $image_tag on $rootfs_tag"
-DOCKER_BUILDKIT=0 docker build --quiet --build-arg BASE="$rootfs_tag" -t "$image_tag" "$here" >/dev/null
+DOCKER_BUILDKIT=0 docker build --quiet --build-arg BASE="$rootfs_tag" \
+  --build-arg RECIPE="${PYEXEC_RECIPE:-$(sha256sum "$here/Dockerfile" | cut -c1-16)}" -t "$image_tag" "$here" >/dev/null
 say "built $image_tag"

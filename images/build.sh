@@ -17,14 +17,20 @@ docker info >/dev/null 2>&1 || {
   exit 1
 }
 
-if [ "$force" = 0 ] && docker image inspect "$tag" >/dev/null 2>&1; then
-  say "$tag exists (make image-rebuild to rebuild it)"
+# The image records the hash of the Dockerfile it was built from; an image built from an older
+# recipe (say, before the installer user existed) is rebuilt, not reused.
+recipe=$(sha256sum "$here/Dockerfile" | cut -c1-16)
+export PYEXEC_RECIPE=$recipe
+built=$(docker image inspect --format '{{ index .Config.Labels "mcp-python-executor.recipe" }}' "$tag" 2>/dev/null || true)
+if [ "$force" = 0 ] && [ "$built" = "$recipe" ]; then
+  say "$tag is up to date (make image-rebuild to rebuild it)"
   exit 0
 fi
+[ -n "$built" ] && [ "$force" = 0 ] && say "$tag was built from another recipe ($built): rebuilding"
 
 if docker image inspect "$base" >/dev/null 2>&1 || timeout 120 docker pull --quiet "$base" >/dev/null 2>&1; then
   say "building $tag on $base"
-  DOCKER_BUILDKIT=0 docker build --quiet --build-arg BASE="$base" -t "$tag" "$here" >/dev/null
+  DOCKER_BUILDKIT=0 docker build --quiet --build-arg BASE="$base" --build-arg RECIPE="$recipe" -t "$tag" "$here" >/dev/null
   say "built $tag"
 else
   say "$base cannot be pulled (no registry?): using the offline path"

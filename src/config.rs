@@ -127,6 +127,21 @@ pub struct EnvironmentArgs {
     /// CA bundle pip uses for TLS, e.g. a corporate proxy's (pip's own PIP_CERT)
     #[arg(long, global = true, env = "PIP_CERT", value_name = "FILE")]
     pub pip_cert: Option<std::path::PathBuf>,
+
+    /// Largest install layer committed, Docker-style size (1m-1024g); a larger one is refused
+    #[arg(long, global = true, env = "PYEXEC_MAX_LAYER_SIZE", default_value = "2g",
+          value_parser = store_size)]
+    pub max_layer_size: u64,
+
+    /// Largest package environment (base image plus every layer) an install may make (1m-1024g)
+    #[arg(long, global = true, env = "PYEXEC_MAX_ENV_SIZE", default_value = "8g",
+          value_parser = store_size)]
+    pub max_env_size: u64,
+
+    /// Folder for the lock that serializes installs across server processes sharing an
+    /// environment tag (default: $XDG_STATE_HOME/mcp-python-executor, or ~/.local/state/…)
+    #[arg(long, global = true, env = "PYEXEC_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// The tag of the current package environment unless `--env-tag` says otherwise.
@@ -161,6 +176,12 @@ pub struct EnvironmentConfig {
     pub pip_env: Vec<(String, String)>,
     /// PEM text of the CA bundle pip must trust, read from `--pip-cert` at start.
     pub pip_cert: Option<String>,
+    /// Largest layer one install may commit, in bytes.
+    pub max_layer_bytes: u64,
+    /// Largest environment (base plus layers) an install may leave, in bytes.
+    pub max_env_bytes: u64,
+    /// Where the cross-process install lock lives.
+    pub state_dir: std::path::PathBuf,
 }
 
 impl EnvironmentArgs {
@@ -211,8 +232,37 @@ impl EnvironmentArgs {
             max_layers: self.max_layers,
             pip_env,
             pip_cert,
+            max_layer_bytes: self.max_layer_size,
+            max_env_bytes: self.max_env_size,
+            state_dir: self.state_dir.clone().unwrap_or_else(default_state_dir),
         })
     }
+}
+
+impl Default for EnvironmentArgs {
+    /// The documented defaults, as if no flag and no variable were given.
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: EnvironmentArgs,
+        }
+        Only::parse_from(["mcp-python-executor"]).args
+    }
+}
+
+/// `$XDG_STATE_HOME/mcp-python-executor`, else `~/.local/state/mcp-python-executor`, else a
+/// folder under the system's temporary directory (a service account with no home).
+fn default_state_dir() -> std::path::PathBuf {
+    let non_empty = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(state) = non_empty("XDG_STATE_HOME") {
+        return std::path::Path::new(&state).join("mcp-python-executor");
+    }
+    if let Some(home) = non_empty("HOME") {
+        return std::path::Path::new(&home).join(".local/state/mcp-python-executor");
+    }
+    std::env::temp_dir().join("mcp-python-executor")
 }
 
 /// Resource limits applied to every execution container.
@@ -355,6 +405,10 @@ fn input_size(text: &str) -> Result<u64, String> {
     // The stdio channel refuses lines over 16 MiB (`stdio::MAX_LINE`), and a request carries
     // JSON escaping on top of the code, so a larger limit could never be reached.
     size_in(text, 1 << 10, 12 << 20, "1k", "12m")
+}
+
+fn store_size(text: &str) -> Result<u64, String> {
+    size_in(text, 1 << 20, 1 << 40, "1m", "1024g")
 }
 
 fn tmp_size(text: &str) -> Result<u64, String> {

@@ -8,8 +8,10 @@
 //! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
 //!   the guard that removes it on every path, and the startup reaper.
 //! - [`docker`]: the lazy daemon connection and Docker errors turned into next steps.
-//! - [`image`]: the package environment: the current image, installs as committed layers.
+//! - [`image`]: the package environment: the current image, installs as checked, committed
+//!   layers, the cross-process install lock and the removal of superseded layers.
 //! - [`packages`]: package spec validation (PEP 508) and pip's argument vector.
+//! - [`progress`]: pip's output to the client, capped and coalesced through a bounded queue.
 //!
 //! A call goes `server` → [`sandbox::Sandbox::execute`] → Docker, and back as an
 //! [`sandbox::ExecutionResult`] that `server` renders. `main.rs` only parses the command line
@@ -29,6 +31,7 @@ pub mod config;
 pub mod docker;
 pub mod image;
 pub mod packages;
+pub mod progress;
 pub mod sandbox;
 pub mod server;
 pub mod stdio;

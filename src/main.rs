@@ -20,6 +20,8 @@ use mcp_python_executor::stdio;
 
 /// How long shutdown waits for running calls' containers to be removed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// How often a serving server checks whether another server moved the environment tag.
+const FOLLOW_EVERY: Duration = Duration::from_secs(10);
 
 /// Run Python safely for AI assistants: every call in its own short-lived, hardened Docker
 /// container (no network, read-only root, non-root user, memory/CPU/process/time limits).
@@ -122,6 +124,15 @@ async fn serve(sandbox: Arc<Sandbox>, environment: Arc<Environment>) -> anyhow::
             tracing::warn!("{error}");
         }
         preparing.start_pool();
+        let following = installing.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FOLLOW_EVERY).await;
+                if let Err(error) = following.follow_tag().await {
+                    tracing::debug!(%error, "could not read the environment tag");
+                }
+            }
+        });
         match installing.preinstall().await {
             Ok(Some(report)) if !report.installed.is_empty() => {
                 tracing::info!(installed = ?report.installed, "PREINSTALLED_PACKAGES installed");

@@ -70,7 +70,8 @@ pub enum SpecError {
     Conflict(String),
 }
 
-/// Validates and normalizes a list of specs, dropping exact duplicates.
+/// Validates and normalizes one call's list of specs (at most [`MAX_SPECS`]), dropping exact
+/// duplicates.
 pub fn parse_specs<S: AsRef<str>>(specs: &[S]) -> Result<Vec<PackageSpec>, SpecError> {
     if specs.is_empty() {
         return Err(SpecError::Empty);
@@ -78,6 +79,12 @@ pub fn parse_specs<S: AsRef<str>>(specs: &[S]) -> Result<Vec<PackageSpec>, SpecE
     if specs.len() > MAX_SPECS {
         return Err(SpecError::TooMany(specs.len()));
     }
+    parse_spec_list(specs)
+}
+
+/// Validates and normalizes a list of any length: what an environment has accumulated over
+/// many calls, installed again in one rebuild.
+pub fn parse_spec_list<S: AsRef<str>>(specs: &[S]) -> Result<Vec<PackageSpec>, SpecError> {
     let mut by_name: BTreeMap<String, PackageSpec> = BTreeMap::new();
     for (index, spec) in specs.iter().enumerate() {
         let spec = parse_spec(spec.as_ref()).map_err(|e| match e {

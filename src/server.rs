@@ -6,7 +6,6 @@
 //! output becomes progress notifications). No Docker types appear here.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -23,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SandboxConfig;
 use crate::image::{EnvState, Environment, InstallError, InstallReport};
+use crate::progress::Forwarder;
 use crate::sandbox::{ExecutionRequest, ExecutionResult, Sandbox, SandboxError};
 
 /// Arguments of `execute_python`, named exactly as the original TypeScript server's.
@@ -118,7 +118,16 @@ impl PythonExecutor {
         if let Err(error) = self.environment.ensure_loaded().await {
             tracing::debug!(%error, "package environment not loaded");
         }
-        match self.sandbox.execute(&request, &cancel).await {
+        let mut outcome = self.sandbox.execute(&request, &cancel).await;
+        // Another server sharing the tag replaced the environment and removed the image this
+        // one still pointed at: nothing ran (the create failed), so follow the tag and retry.
+        if let Err(SandboxError::ImageMissing { image }) = &outcome
+            && **image != *self.sandbox.config().image
+            && self.environment.follow_tag().await.unwrap_or(false)
+        {
+            outcome = self.sandbox.execute(&request, &cancel).await;
+        }
+        match outcome {
             Ok(result) => Ok(render(result)),
             Err(error @ SandboxError::RequestTooLarge { .. }) => {
                 Err(ErrorData::invalid_params(error.to_string(), None))
@@ -144,12 +153,13 @@ impl PythonExecutor {
         cancel: CancellationToken,
     ) -> Result<CallToolResult, ErrorData> {
         let progress = PipProgress::new(meta, peer);
-        let on_line = |line: &str| progress.line(line);
-        match self
+        let on_line = |line: &str| progress.forwarder.line(line);
+        let installed = self
             .environment
             .install(&args.packages, &on_line, &cancel)
-            .await
-        {
+            .await;
+        progress.finish().await;
+        match installed {
             Ok(report) => Ok(render_install(&report)),
             Err(InstallError::Spec(error)) => {
                 Err(ErrorData::invalid_params(error.to_string(), None))
@@ -175,46 +185,74 @@ impl PythonExecutor {
     }
 }
 
-/// Turns pip's output lines into MCP progress notifications when the client asked for
-/// progress (a token), and into log notifications otherwise, so a desktop client sees the
-/// install is alive.
+/// Turns pip's output into MCP progress notifications when the client asked for progress (a
+/// token), and into log notifications otherwise, so a desktop client sees the install is
+/// alive. Lines are capped and coalesced by a [`Forwarder`]; the count of lines not shown is
+/// sent last.
 struct PipProgress {
+    /// Where lines go: one forwarding task, a bounded queue.
+    forwarder: Forwarder,
+    /// Sends the closing count.
+    send: Notifier,
+}
+
+/// Sends one message as a progress or log notification.
+#[derive(Clone)]
+struct Notifier {
     /// The client's progress token, if it sent one.
     token: Option<rmcp::model::ProgressToken>,
     /// Where notifications go.
     peer: Peer<RoleServer>,
-    /// Lines sent so far: the progress value.
-    lines: AtomicU64,
+    /// Messages sent so far: the progress value.
+    sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl PipProgress {
-    fn new(meta: RequestMetaObject, peer: Peer<RoleServer>) -> Self {
-        Self {
-            token: meta.get_progress_token(),
-            peer,
-            lines: AtomicU64::new(0),
-        }
-    }
-
+impl Notifier {
     // MCP logging is deprecated by SEP-2577, but clients on earlier protocol versions (Claude
     // Desktop among them) still use it, and without a progress token it is the only sign of life.
     #[allow(deprecated)]
-    fn line(&self, line: &str) {
-        let count = self.lines.fetch_add(1, Ordering::Relaxed) + 1;
-        let peer = self.peer.clone();
-        let message = line.to_string();
+    async fn send(&self, message: String) {
+        let count = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         match self.token.clone() {
             Some(token) => {
                 let param =
                     ProgressNotificationParam::new(token, count as f64).with_message(message);
-                tokio::spawn(async move { peer.notify_progress(param).await });
+                let _ = self.peer.notify_progress(param).await;
             }
             None => {
                 let param =
                     LoggingMessageNotificationParam::new(LoggingLevel::Info, message.into())
                         .with_logger("pip");
-                tokio::spawn(async move { peer.notify_logging_message(param).await });
+                let _ = self.peer.notify_logging_message(param).await;
             }
+        }
+    }
+}
+
+impl PipProgress {
+    fn new(meta: RequestMetaObject, peer: Peer<RoleServer>) -> Self {
+        let send = Notifier {
+            token: meta.get_progress_token(),
+            peer,
+            sent: Arc::default(),
+        };
+        let forwarder = Forwarder::start({
+            let send = send.clone();
+            move |batch| {
+                let send = send.clone();
+                async move { send.send(batch).await }
+            }
+        });
+        Self { forwarder, send }
+    }
+
+    /// Sends what is still queued, then how many lines were left out.
+    async fn finish(self) {
+        let skipped = self.forwarder.finish().await;
+        if skipped > 0 {
+            self.send
+                .send(format!("({skipped} more lines of pip output not shown)"))
+                .await;
         }
     }
 }

@@ -1,44 +1,115 @@
-# Runs in an install container as root: `python3 -c <this file>`, with one JSON request on
-# stdin: {"args": [pip arguments], "env": {pip's variables}, "cert": PEM text or null}.
-# pip runs with an argument vector (never a shell). On success the last line of stdout is
-# the marker followed by JSON {"before": {name: version}, "after": {name: version}}: every
-# installed distribution before and after pip ran.
+# Runs in an install container as the installer user (uid 10002, never root), started as
+#   /usr/bin/timeout -s KILL <deadline> /opt/venv/bin/python3 -I -S -u -c <this file>
+# with one JSON request on stdin: {"args": [pip arguments], "env": {pip's variables},
+# "cert": PEM text or null}.
+#
+# No code of any installed package runs here:
+# - `-S` skips the site module, so no .pth file, sitecustomize or usercustomize of the
+#   environment is processed; `-I` ignores PYTHON* variables and the user site.
+# - pip is imported from /opt/pyexec (root-owned: no package can replace it) and runs in this
+#   interpreter, with an argument vector (never a shell).
+# - The environment's site-packages is on sys.path only so pip can see what is installed; a
+#   finder refuses every import from it (pip would otherwise import an installed `keyring`).
+# On success the last line of stdout is the marker followed by JSON
+# {"before": {name: version}, "after": {name: version}}.
 import json
 import os
-import subprocess
+import shutil
 import sys
 
+VENV = "/opt/venv"
+PIP_HOME = "/opt/pyexec"
 MARKER = "PYEXEC-INSTALLED "
+SITE = os.path.join(
+    VENV, "lib", "python%d.%d" % sys.version_info[:2], "site-packages"
+)
+# pip unpacks wheels here: on the rootfs (the /tmp tmpfs is small and counts as memory), in
+# the one tree the installer may write, and removed before the layer is checked.
+SCRATCH = os.path.join(VENV, ".pyexec-tmp")
 
-from importlib import metadata
+
+def fail(code, message):
+    sys.stderr.write("pyexec install: " + message + "\n")
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if os.getuid() == 0:
+    fail(3, "refusing to run pip as root")
+if not os.access(SITE, os.W_OK):
+    fail(
+        4,
+        "%s is not writable by uid %d: the base image predates the installer user; "
+        "rebuild it with `make image-rebuild`" % (SITE, os.getuid()),
+    )
+
+request = json.loads(sys.stdin.buffer.read())
+
+# What site.venv() would do, without processing any .pth file: pip then installs into the
+# venv's scheme and sees that it runs in a virtual environment.
+sys.prefix = sys.exec_prefix = VENV
+sys.path.insert(0, PIP_HOME)
+sys.path.append(SITE)
+
+
+class RefuseEnvironmentImports:
+    """A finder that lets nothing be imported from the environment being changed."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None:
+            return None
+        places = [spec.origin or ""] + list(spec.submodule_search_locations or [])
+        if any(place.startswith(SITE + os.sep) for place in places):
+            raise ImportError("pyexec install: not importing %s from the environment" % name)
+        return None
+
+
+sys.meta_path.insert(0, RefuseEnvironmentImports)
+
+from importlib import metadata  # noqa: E402  (stdlib; reads metadata files, runs nothing)
 
 
 def installed():
     found = {}
-    for dist in metadata.distributions():
+    for dist in metadata.distributions(path=[SITE]):
         name = dist.metadata["Name"]
         if name and name.lower() != "pip":
             found[name] = dist.version
     return found
 
 
-request = json.loads(sys.stdin.buffer.read())
 before = installed()
-env = dict(os.environ)
-env.update(request.get("env") or {})
+os.environ.update(request.get("env") or {})
 if request.get("cert") is not None:
     # The CA bundle lives on the tmpfs, so it is never committed into the image.
     with open("/tmp/pip-cert.pem", "w") as file:
         file.write(request["cert"])
-    env["PIP_CERT"] = "/tmp/pip-cert.pem"
-code = subprocess.run(
-    [sys.executable, "-m", "pip", *request["args"]], env=env, stdin=subprocess.DEVNULL
-).returncode
+    os.environ["PIP_CERT"] = "/tmp/pip-cert.pem"
+os.makedirs(SCRATCH, exist_ok=True)
+os.environ["TMPDIR"] = SCRATCH
+import tempfile  # noqa: E402
+
+tempfile.tempdir = SCRATCH
+try:
+    from pip._internal.cli.main import main as pip_main
+
+    try:
+        code = pip_main(list(request["args"]))
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+finally:
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+sys.stdout.flush()
+sys.stderr.flush()
 if code:
-    sys.exit(code)
+    os._exit(code)
+
+import importlib  # noqa: E402
 
 # Forget cached path scans so the new distributions are seen.
-import importlib
-
 importlib.invalidate_caches()
 print("\n" + MARKER + json.dumps({"before": before, "after": installed()}), flush=True)

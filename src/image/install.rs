@@ -1,26 +1,31 @@
-//! One install: pip in a hardened container started from the parent image, committed as a new
-//! labelled layer under the environment tag only when pip succeeds.
+//! One install: pip in a hardened container started from the parent image; the layer is
+//! checked (paths, sizes) and committed under the environment tag only when pip succeeds.
 //!
-//! The container runs as root (the venv is root-owned) with network, but keeps the execution
-//! containers' hardening: no capabilities, no new privileges, memory, CPU and process limits.
+//! The container (`sandbox::install_spec`) runs pip as the installer user (never root) under
+//! an interpreter that processes no `.pth` file, with the executions' hardening otherwise.
 //! pip's settings and CA bundle travel over stdin, so nothing secret is in the container's
-//! config or the committed image.
+//! config or the committed image. Before the commit, Docker's list of filesystem changes must
+//! pass `changes::check` and the layer must fit `--max-layer-size` and `--max-env-size`; the
+//! commit then sets the image config back to the base's, so executions see the same user,
+//! environment and command before and after any install.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::SystemTime;
 
-use bollard::models::{ContainerConfig, ContainerCreateBody};
-use bollard::query_parameters::CommitContainerOptions;
+use bollard::models::{ChangeType, ContainerConfig};
+use bollard::query_parameters::{CommitContainerOptions, InspectContainerOptions};
 
+use super::changes::{self, Change, ChangeKind};
 use super::{
-    InstallError, LABEL_BASE, LABEL_CREATED, LABEL_DEPTH, LABEL_PACKAGES, LABEL_PARENT,
+    InstallError, LABEL_BASE, LABEL_CREATED, LABEL_DEPTH, LABEL_ENV, LABEL_PACKAGES, LABEL_PARENT,
     LABEL_REQUESTED, normalize_package_map, unix_now,
 };
 use crate::config::EnvironmentConfig;
+use crate::docker::classify;
 use crate::packages::{PackageSpec, pip_install_args};
 use crate::sandbox::{
-    LABEL_DEADLINE, LABEL_OWNER, Sandbox, Stream, attached_body, hardened_host_config,
-    ownership_labels, run_attached,
+    InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, Sandbox, Stream, install_spec,
+    run_attached,
 };
 
 /// The program install containers run.
@@ -29,21 +34,34 @@ const DRIVER: &str = include_str!("driver.py");
 const MARKER: &str = "PYEXEC-INSTALLED ";
 /// Lines of pip output kept for an error message.
 const TAIL_LINES: usize = 25;
-/// Largest file pip may write (wheels and their contents can be big).
-const INSTALL_FSIZE: i64 = 4 << 30;
+/// Label the base image carries when its layout has the installer user (images/Dockerfile).
+const LABEL_LAYOUT: &str = "mcp-python-executor.layout";
+/// The layout installs need: `/opt/venv` owned by the installer, pip in `/opt/pyexec`.
+const LAYOUT: &str = "2";
 
 /// What one install builds.
 pub struct Layer<'a> {
     /// Image the install container starts from.
     pub parent: &'a str,
-    /// Id of the base image, recorded on the layer.
-    pub base_id: &'a str,
+    /// The base image at the bottom of the chain, whose config every layer keeps.
+    pub base: &'a BaseImage,
     /// Specs given to pip.
     pub specs: &'a [PackageSpec],
     /// Every spec requested so far, recorded on the layer.
     pub requested: &'a [String],
     /// This layer's depth above the base.
     pub depth: u32,
+}
+
+/// The base image's id and the config every committed layer is set back to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BaseImage {
+    pub id: String,
+    pub user: String,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
 }
 
 /// A committed install layer.
@@ -56,7 +74,33 @@ pub struct Installed {
     pub packages: BTreeMap<String, (String, String)>,
 }
 
-/// Runs pip for `layer` and commits the result.
+/// Reads the base image's config, and refuses a base built before installs ran unprivileged.
+pub async fn base_image(docker: &bollard::Docker, image: &str) -> Result<BaseImage, InstallError> {
+    let inspected = docker
+        .inspect_image(image)
+        .await
+        .map_err(|e| classify(e, "inspect the base image", image))?;
+    let config = inspected.config.unwrap_or_default();
+    let labels = config.labels.clone().unwrap_or_default();
+    if labels.get(LABEL_LAYOUT).map(String::as_str) != Some(LAYOUT) {
+        return Err(InstallError::BaseOutdated {
+            image: image.to_string(),
+        });
+    }
+    Ok(BaseImage {
+        id: inspected.id.unwrap_or_default(),
+        user: config.user.unwrap_or_default(),
+        env: config.env.unwrap_or_default(),
+        working_dir: config
+            .working_dir
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into()),
+        entrypoint: config.entrypoint,
+        cmd: config.cmd,
+    })
+}
+
+/// Runs pip for `layer`, checks the result and commits it.
 pub async fn run(
     sandbox: &Sandbox,
     config: &EnvironmentConfig,
@@ -70,7 +114,21 @@ pub async fn run(
         "cert": config.pip_cert,
     }))
     .expect("a JSON object of strings serializes");
-    let spec = install_spec(sandbox, config, layer.parent);
+    let target = InstallTarget {
+        image: layer.parent,
+        env_tag: &config.env_tag,
+        network: &config.install_network,
+        timeout: config.install_timeout,
+        base_env: &layer.base.env,
+        working_dir: &layer.base.working_dir,
+        driver: DRIVER,
+    };
+    let spec = install_spec(
+        sandbox.config(),
+        &target,
+        sandbox.instance(),
+        SystemTime::now(),
+    );
     sandbox
         .in_fresh_container(None, cancel, async |docker, name| {
             let mut lines = LineSplitter::default();
@@ -93,17 +151,21 @@ pub async fn run(
                 }));
             }
             if outcome.exit_code != 0 {
-                let tail = lines.tail.iter().cloned().collect::<Vec<_>>().join("\n");
-                return Ok(Err(InstallError::PipFailed {
-                    exit_code: outcome.exit_code,
-                    tail,
-                }));
+                let tail: Vec<String> = lines.tail.iter().cloned().collect();
+                return Ok(Err(pip_failure(
+                    outcome.exit_code,
+                    &tail,
+                    config.allow_sdist,
+                )));
             }
             let Some(report) = lines.installed.take() else {
                 return Ok(Err(InstallError::Commit(
                     "pip succeeded but did not report what it installed".to_string(),
                 )));
             };
+            if let Err(refused) = check_layer(docker, name, config, layer.parent).await {
+                return Ok(Err(refused));
+            }
             let before = normalize_package_map(report.before);
             let packages = normalize_package_map(report.after);
             Ok(commit(docker, name, config, layer, &packages)
@@ -117,44 +179,118 @@ pub async fn run(
         .await?
 }
 
-/// The install container: the shared hardening, but root, writable rootfs and a network.
-fn install_spec(
-    sandbox: &Sandbox,
-    config: &EnvironmentConfig,
-    parent: &str,
-) -> ContainerCreateBody {
-    let mut host_config = hardened_host_config(sandbox.config());
-    host_config.network_mode = Some(config.install_network.clone());
-    // Installs need the network; gVisor is registered with `--network=none` (see SECURITY.md),
-    // so they run under the daemon's default runtime. Only pip runs here, never user code.
-    host_config.runtime = None;
-    host_config.readonly_rootfs = Some(false);
-    if let Some(ulimits) = host_config.ulimits.as_mut() {
-        for ulimit in ulimits
-            .iter_mut()
-            .filter(|u| u.name.as_deref() == Some("fsize"))
-        {
-            ulimit.soft = Some(INSTALL_FSIZE);
-            ulimit.hard = Some(INSTALL_FSIZE);
+/// The error for a pip that exited non-zero: when sdists are refused and pip saw no version
+/// at all, the package may exist only as source, and the answer says so and how to allow it.
+fn pip_failure(exit_code: i64, tail: &[String], allow_sdist: bool) -> InstallError {
+    let no_wheel = if allow_sdist {
+        Vec::new()
+    } else {
+        no_version_found(tail)
+    };
+    let tail = tail.join("\n");
+    if no_wheel.is_empty() {
+        InstallError::PipFailed { exit_code, tail }
+    } else {
+        InstallError::NoWheel {
+            specs: no_wheel.join(", "),
+            tail,
         }
     }
-    let deadline = SystemTime::now() + config.install_timeout + std::time::Duration::from_secs(60);
-    let mut body = attached_body();
-    // pip unpacks wheels in TMPDIR: on the rootfs, not the small tmpfs; pip cleans it up.
-    if let Some(env) = body.env.as_mut() {
-        env.push("TMPDIR=/var/tmp".to_string());
+}
+
+/// The requirements pip found no version of at all (`… (from versions: none)`).
+fn no_version_found(tail: &[String]) -> Vec<String> {
+    const START: &str = "Could not find a version that satisfies the requirement ";
+    tail.iter()
+        .filter_map(|line| {
+            let rest = &line[line.find(START)? + START.len()..];
+            let (spec, after) = rest.split_once(' ')?;
+            after
+                .contains("(from versions: none)")
+                .then(|| spec.to_string())
+        })
+        .collect()
+}
+
+/// Refuses a layer that changes anything but `/opt/venv` (or what must stay there), or that
+/// is over the size limits. Nothing is committed when this fails.
+async fn check_layer(
+    docker: &bollard::Docker,
+    name: &str,
+    config: &EnvironmentConfig,
+    parent: &str,
+) -> Result<(), InstallError> {
+    let listed = docker
+        .container_changes(name)
+        .await
+        .map_err(|e| InstallError::Commit(format!("could not list the layer's changes: {e}")))?
+        .unwrap_or_default();
+    let listed: Vec<Change> = listed
+        .into_iter()
+        .map(|c| Change {
+            path: c.path,
+            kind: match c.kind {
+                ChangeType::_0 => ChangeKind::Modified,
+                ChangeType::_1 => ChangeKind::Added,
+                ChangeType::_2 => ChangeKind::Deleted,
+            },
+        })
+        .collect();
+    changes::check(&listed).map_err(|refusal| InstallError::Refused {
+        path: refusal.path,
+        why: refusal.why,
+    })?;
+    let layer = docker
+        .inspect_container(name, Some(InspectContainerOptions { size: true }))
+        .await
+        .map_err(|e| InstallError::Commit(format!("could not measure the layer: {e}")))?
+        .size_rw
+        .unwrap_or(0)
+        .max(0) as u64;
+    let below = docker
+        .inspect_image(parent)
+        .await
+        .map_err(|e| InstallError::Commit(format!("could not measure the environment: {e}")))?
+        .size
+        .unwrap_or(0)
+        .max(0) as u64;
+    check_sizes(layer, below, config)
+}
+
+/// The size limits, as a pure decision: the new layer alone, and the environment with it.
+fn check_sizes(layer: u64, below: u64, config: &EnvironmentConfig) -> Result<(), InstallError> {
+    if layer > config.max_layer_bytes {
+        return Err(InstallError::TooLarge {
+            what: "layer",
+            size: layer,
+            limit: config.max_layer_bytes,
+            flag: "--max-layer-size (PYEXEC_MAX_LAYER_SIZE)",
+        });
     }
-    ContainerCreateBody {
-        image: Some(parent.to_string()),
-        user: Some("0:0".to_string()),
-        cmd: Some(vec![
-            "python3".to_string(),
-            "-c".to_string(),
-            DRIVER.to_string(),
-        ]),
-        labels: Some(ownership_labels(sandbox.instance(), deadline)),
-        host_config: Some(host_config),
-        ..body
+    if below + layer > config.max_env_bytes {
+        return Err(InstallError::TooLarge {
+            what: "environment",
+            size: below + layer,
+            limit: config.max_env_bytes,
+            flag: "--max-env-size (PYEXEC_MAX_ENV_SIZE)",
+        });
+    }
+    Ok(())
+}
+
+/// The image config of a committed layer: the base's user, environment, entrypoint, command
+/// and working directory, set explicitly (a commit would otherwise keep the install
+/// container's), plus the layer's labels.
+fn layer_config(base: &BaseImage, labels: HashMap<String, String>) -> ContainerConfig {
+    ContainerConfig {
+        user: Some(base.user.clone()),
+        env: Some(base.env.clone()),
+        // An empty list, not none: Docker fills a missing entrypoint from the container's.
+        entrypoint: Some(base.entrypoint.clone().unwrap_or_default()),
+        cmd: base.cmd.clone(),
+        working_dir: Some(base.working_dir.clone()),
+        labels: Some(labels),
+        ..Default::default()
     }
 }
 
@@ -181,13 +317,15 @@ async fn commit(
             serde_json::to_string(layer.requested).unwrap_or_default(),
         ),
         (LABEL_PARENT.to_string(), layer.parent.to_string()),
-        (LABEL_BASE.to_string(), layer.base_id.to_string()),
+        (LABEL_BASE.to_string(), layer.base.id.clone()),
         (LABEL_DEPTH.to_string(), layer.depth.to_string()),
         (LABEL_CREATED.to_string(), unix_now().to_string()),
-        // Blank the install container's ownership labels so they are not inherited: the
-        // reaper ignores containers whose owner label is empty.
+        (LABEL_ENV.to_string(), config.env_tag.clone()),
+        // Blank the install container's own labels so they are not inherited: the reaper
+        // ignores containers whose owner label is empty.
         (LABEL_OWNER.to_string(), String::new()),
         (LABEL_DEADLINE.to_string(), String::new()),
+        (LABEL_INSTALL.to_string(), String::new()),
     ]);
     let options = CommitContainerOptions {
         container: Some(name.to_string()),
@@ -202,16 +340,11 @@ async fn commit(
                 .collect::<Vec<_>>()
                 .join(" ")
         )),
-        changes: Some("USER 10001:10001\nWORKDIR /tmp\nCMD [\"python3\"]".to_string()),
         pause: false,
         ..Default::default()
     };
-    let config = ContainerConfig {
-        labels: Some(labels),
-        ..Default::default()
-    };
     docker
-        .commit_container(options, config)
+        .commit_container(options, layer_config(layer.base, labels))
         .await
         .map(|response| response.id)
         .map_err(|e| InstallError::Commit(e.to_string()))
@@ -280,6 +413,65 @@ impl LineSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sizes_config() -> EnvironmentConfig {
+        let mut config = crate::config::EnvironmentArgs::default().resolve().unwrap();
+        config.max_layer_bytes = 100;
+        config.max_env_bytes = 1000;
+        config
+    }
+
+    #[test]
+    fn a_layer_over_either_size_limit_is_refused_naming_the_flag() {
+        let config = sizes_config();
+        assert!(check_sizes(100, 900, &config).is_ok());
+        let layer = check_sizes(101, 0, &config).unwrap_err().to_string();
+        assert!(layer.contains("--max-layer-size"), "{layer}");
+        assert!(layer.contains("packages reset"), "{layer}");
+        let env = check_sizes(50, 951, &config).unwrap_err().to_string();
+        assert!(env.contains("--max-env-size"), "{env}");
+    }
+
+    #[test]
+    fn a_committed_layer_gets_the_bases_config_back() {
+        let base = BaseImage {
+            id: "sha256:base".into(),
+            user: "10001:10001".into(),
+            env: vec!["PATH=/opt/venv/bin:/usr/bin".into()],
+            working_dir: "/tmp".into(),
+            entrypoint: None,
+            cmd: Some(vec!["python3".into()]),
+        };
+        let config = layer_config(&base, HashMap::new());
+        assert_eq!(config.user.as_deref(), Some("10001:10001"));
+        assert_eq!(config.env, Some(base.env.clone()));
+        assert_eq!(config.entrypoint, Some(vec![]));
+        assert_eq!(config.cmd, base.cmd);
+        assert_eq!(config.working_dir.as_deref(), Some("/tmp"));
+    }
+
+    #[test]
+    fn no_version_at_all_with_sdists_refused_points_at_the_flag() {
+        let tail = [
+            "ERROR: Could not find a version that satisfies the requirement docopt (from versions: none)".to_string(),
+            "ERROR: No matching distribution found for docopt".to_string(),
+        ];
+        let error = pip_failure(1, &tail, false).to_string();
+        assert!(error.contains("docopt"), "{error}");
+        assert!(error.contains("--allow-sdist"), "{error}");
+        assert!(error.contains("PYEXEC_ALLOW_SDIST"), "{error}");
+        // With sdists allowed the same output is a plain failure.
+        assert!(matches!(
+            pip_failure(1, &tail, true),
+            InstallError::PipFailed { .. }
+        ));
+        // Versions exist but none fits: not a source-only question.
+        let other = ["ERROR: Could not find a version that satisfies the requirement six==9 (from versions: 1.16.0)".to_string()];
+        assert!(matches!(
+            pip_failure(1, &other, false),
+            InstallError::PipFailed { .. }
+        ));
+    }
 
     #[test]
     fn lines_are_split_across_chunks_and_the_report_is_picked_out() {

@@ -31,6 +31,20 @@ pub const LABEL_WARM: &str = "mcp-python-executor.warm";
 pub const NO_PAYLOAD: i64 = 125;
 /// The unprivileged user the code runs as (created by images/Dockerfile).
 pub const SANDBOX_USER: &str = "10001:10001";
+/// The unprivileged user pip runs as in install containers: it owns `/opt/venv` and nothing
+/// else (images/Dockerfile). Never root.
+pub const INSTALL_USER: &str = "10002:10002";
+/// The interpreter every container runs, by absolute path: the venv's link to the image's
+/// Python. Install layers may never change it (`image::changes`), so no package's script
+/// named `python3` is ever run in its place.
+pub const VENV_PYTHON: &str = "/opt/venv/bin/python3";
+/// The in-container deadline, by absolute path: PATH starts with `/opt/venv/bin`, where a
+/// package may install a script called `timeout`.
+pub const TIMEOUT: &str = "/usr/bin/timeout";
+/// Label on install containers: the environment tag they install into.
+pub const LABEL_INSTALL: &str = "mcp-python-executor.install";
+/// Largest file pip may write in an install container (wheels and their contents can be big).
+const INSTALL_FSIZE: i64 = 4 << 30;
 /// Extra seconds the in-container deadline and the reaper give beyond the call's timeout.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -62,14 +76,9 @@ pub fn container_spec(
     ContainerCreateBody {
         image: Some(image.to_string()),
         user: Some(SANDBOX_USER.to_string()),
-        entrypoint: Some(vec![
-            "timeout".to_string(),
-            "-s".to_string(),
-            "KILL".to_string(),
-            inner_deadline.to_string(),
-        ]),
+        entrypoint: Some(deadline_entrypoint(inner_deadline)),
         cmd: Some(vec![
-            "python3".to_string(),
+            VENV_PYTHON.to_string(),
             "-u".to_string(),
             "-c".to_string(),
             RUNNER.to_string(),
@@ -82,6 +91,77 @@ pub fn container_spec(
             }
             labels
         }),
+        host_config: Some(host_config),
+        ..attached_body()
+    }
+}
+
+/// `timeout -s KILL <seconds>` by absolute path: whatever the container runs dies by itself at
+/// its deadline, even when its server is gone.
+fn deadline_entrypoint(seconds: u64) -> Vec<String> {
+    [TIMEOUT, "-s", "KILL", &seconds.to_string()]
+        .map(String::from)
+        .to_vec()
+}
+
+/// What one install container is for; the rest comes from the sandbox's settings.
+pub struct InstallTarget<'a> {
+    /// The image pip installs into (the current environment, or the base for a rebuild).
+    pub image: &'a str,
+    /// The environment tag, recorded on the container for `doctor` and the tests.
+    pub env_tag: &'a str,
+    /// Docker network pip reaches its index through.
+    pub network: &'a str,
+    /// The install's time limit.
+    pub timeout: Duration,
+    /// The base image's environment, exactly: a commit merges the container's variables into
+    /// the image, so the container carries no variable the base does not have.
+    pub base_env: &'a [String],
+    /// The base image's working directory.
+    pub working_dir: &'a str,
+    /// The program pip is driven by (`image/driver.py`).
+    pub driver: &'a str,
+}
+
+/// Docker's create body for one install: the executions' hardening (no capabilities, no new
+/// privileges, limits, init, deadline) but as the installer user, with a network, a writable
+/// rootfs (the layer to commit) and the daemon's default runtime (gVisor is registered with
+/// `--network=none`). The interpreter runs with `-I -S`: no `.pth` file of the environment
+/// is processed, so no package code runs during the install.
+pub fn install_spec(
+    config: &SandboxConfig,
+    target: &InstallTarget<'_>,
+    instance: &str,
+    now: SystemTime,
+) -> ContainerCreateBody {
+    let limits = &config.limits;
+    let mut host_config = hardened_host_config(config);
+    host_config.network_mode = Some(target.network.to_string());
+    host_config.runtime = None;
+    host_config.readonly_rootfs = Some(false);
+    let cores = (limits.nano_cpus + 999_999_999) / 1_000_000_000;
+    if let Some(ulimits) = host_config.ulimits.as_mut() {
+        ulimits.retain(|u| u.name.as_deref() != Some("fsize"));
+        ulimits.push(ulimit("fsize", INSTALL_FSIZE));
+        ulimits.push(ulimit(
+            "cpu",
+            (target.timeout + GRACE).as_secs() as i64 * cores,
+        ));
+    }
+    let mut labels = ownership_labels(instance, now + target.timeout + GRACE + GRACE);
+    labels.insert(LABEL_INSTALL.to_string(), target.env_tag.to_string());
+    ContainerCreateBody {
+        image: Some(target.image.to_string()),
+        user: Some(INSTALL_USER.to_string()),
+        working_dir: Some(target.working_dir.to_string()),
+        env: Some(target.base_env.to_vec()),
+        entrypoint: Some(deadline_entrypoint((target.timeout + GRACE).as_secs())),
+        cmd: Some(
+            [VENV_PYTHON, "-I", "-S", "-u", "-c", target.driver]
+                .map(String::from)
+                .to_vec(),
+        ),
+        labels: Some(labels),
         host_config: Some(host_config),
         ..attached_body()
     }
@@ -359,7 +439,11 @@ mod tests {
     #[test]
     fn the_program_has_its_own_deadline_and_cpu_budget() {
         let spec = spec();
-        assert_eq!(spec.entrypoint.unwrap(), ["timeout", "-s", "KILL", "35"]);
+        assert_eq!(
+            spec.entrypoint.unwrap(),
+            ["/usr/bin/timeout", "-s", "KILL", "35"]
+        );
+        assert_eq!(spec.cmd.unwrap()[0], "/opt/venv/bin/python3");
         let ulimits = spec.host_config.unwrap().ulimits.unwrap();
         let cpu = ulimits
             .iter()
@@ -373,7 +457,10 @@ mod tests {
         let config = SandboxArgs::default().resolve().unwrap();
         let now = UNIX_EPOCH + Duration::from_secs(1000);
         let spec = container_spec(&config, "img", "i", now, Duration::from_secs(300));
-        assert_eq!(spec.entrypoint.unwrap(), ["timeout", "-s", "KILL", "335"]);
+        assert_eq!(
+            spec.entrypoint.unwrap(),
+            ["/usr/bin/timeout", "-s", "KILL", "335"]
+        );
         let labels = spec.labels.unwrap();
         assert_eq!(labels[LABEL_DEADLINE], "1340");
         assert_eq!(labels[LABEL_WARM], "1");
@@ -393,5 +480,90 @@ mod tests {
                 .all(|e| !e.contains("SECRET") && !e.starts_with("DOCKER"))
         );
         assert!(env.contains(&"HOME=/tmp".to_string()));
+    }
+
+    fn install() -> ContainerCreateBody {
+        let config = SandboxArgs::default().resolve().unwrap();
+        let base_env = ["PATH=/opt/venv/bin:/usr/bin:/bin".to_string()];
+        let target = InstallTarget {
+            image: "env-image",
+            env_tag: "repo/env:current",
+            network: "bridge",
+            timeout: Duration::from_secs(600),
+            base_env: &base_env,
+            working_dir: "/tmp",
+            driver: "print('driver')",
+        };
+        install_spec(
+            &config,
+            &target,
+            "instance-1",
+            UNIX_EPOCH + Duration::from_secs(1000),
+        )
+    }
+
+    #[test]
+    fn the_install_container_never_runs_pip_as_root_nor_package_code() {
+        let spec = install();
+        assert_eq!(spec.user.as_deref(), Some(INSTALL_USER));
+        assert_ne!(spec.user.as_deref(), Some(SANDBOX_USER));
+        assert!(!spec.user.as_deref().unwrap().starts_with("0"));
+        let cmd = spec.cmd.unwrap();
+        assert_eq!(cmd[..5], ["/opt/venv/bin/python3", "-I", "-S", "-u", "-c"]);
+        assert_eq!(cmd[5], "print('driver')");
+        assert_eq!(spec.image.as_deref(), Some("env-image"));
+    }
+
+    #[test]
+    fn the_install_container_keeps_the_execution_hardening() {
+        let spec = install();
+        let host = spec.host_config.unwrap();
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.memory, host.memory_swap);
+        assert_eq!(host.pids_limit, Some(128));
+        assert_eq!(host.binds, Some(vec![]));
+        assert_eq!(host.devices, Some(vec![]));
+        assert!(host.tmpfs.unwrap()["/tmp"].contains("nosuid,nodev"));
+        // What differs from an execution, and why: pip needs the index, writes the layer,
+        // and gVisor is registered without a network.
+        assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+        assert_eq!(host.readonly_rootfs, Some(false));
+        assert_eq!(host.runtime, None);
+        let ulimits = host.ulimits.unwrap();
+        let find = |name: &str| {
+            ulimits
+                .iter()
+                .filter(|u| u.name.as_deref() == Some(name))
+                .map(|u| u.hard)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(find("fsize"), [Some(4 << 30)]);
+        assert_eq!(find("cpu"), [Some(605)]);
+    }
+
+    #[test]
+    fn the_install_container_has_a_deadline_inside_and_out() {
+        let spec = install();
+        assert_eq!(
+            spec.entrypoint.unwrap(),
+            ["/usr/bin/timeout", "-s", "KILL", "605"]
+        );
+        let labels = spec.labels.unwrap();
+        assert_eq!(labels[LABEL_OWNER], "instance-1");
+        assert_eq!(labels[LABEL_DEADLINE], "1610");
+        assert_eq!(labels[LABEL_INSTALL], "repo/env:current");
+    }
+
+    #[test]
+    fn the_install_container_carries_exactly_the_base_environment() {
+        let spec = install();
+        assert_eq!(spec.env.unwrap(), ["PATH=/opt/venv/bin:/usr/bin:/bin"]);
+        assert_eq!(spec.working_dir.as_deref(), Some("/tmp"));
     }
 }

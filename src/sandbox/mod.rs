@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use container::{
-    LABEL_DEADLINE, LABEL_OWNER, SANDBOX_USER, attached_body, container_spec, hardened_host_config,
-    ownership_labels,
+    INSTALL_USER, InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, SANDBOX_USER,
+    VENV_PYTHON, container_spec, install_spec,
 };
 pub use output::CappedBuffer;
 pub use payload::ExecutionRequest;
@@ -291,12 +291,19 @@ impl Sandbox {
 
     /// Gives `body` a fresh container name owned by a guard, stops it on cancel or shutdown,
     /// and removes the container whatever happened before returning `body`'s result.
+    ///
+    /// The shutdown drain waits for it (a tracker token is held to the end, removal included),
+    /// so SIGTERM during an install still removes its container before the process exits.
     pub async fn in_fresh_container<T>(
         &self,
         permit: Option<OwnedSemaphorePermit>,
         cancel: &CancellationToken,
         body: impl AsyncFnOnce(&Docker, &str) -> Result<T, SandboxError>,
     ) -> Result<T, SandboxError> {
+        let _drained = self.cleanup.token();
+        if self.stopping.is_cancelled() {
+            return Err(SandboxError::ShuttingDown);
+        }
         let docker = self.docker.get().await?;
         let guard = self.guard(docker, permit);
         self.in_container(guard, Removal::Awaited, cancel, body)
