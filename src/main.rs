@@ -101,6 +101,10 @@ fn main() -> ExitCode {
             Command::Packages(command) => packages(environment, command).await,
         }
     });
+    // The stdin reader is a blocking read that only the client can end: do not wait for it
+    // (a SIGTERM with the client's pipe still open must still exit). Containers are already
+    // removed by the time `block_on` returns.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     match outcome {
         Ok(code) => code,
         Err(error) => {

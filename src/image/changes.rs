@@ -11,6 +11,10 @@
 
 /// The one tree an install may change.
 pub const VENV: &str = "/opt/venv";
+/// Where Docker mounts its init (`init: true`): it creates the mount point in the container's
+/// layer itself, as `/sbin/docker-init`, which is `/usr/sbin/docker-init` on merged-/usr
+/// systems such as Debian 12. The installer cannot write there (root-owned).
+const INIT_MOUNT_POINTS: [&str; 2] = ["/sbin/docker-init", "/usr/sbin/docker-init"];
 
 /// One change Docker reports for a container's filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +56,14 @@ fn check_one(change: &Change) -> Result<(), Refusal> {
         return refuse("a pip configuration file would change how later installs run");
     }
     let Some(inside) = path.strip_prefix(VENV) else {
-        // Directories above the venv are listed as modified when something below changed.
-        return if change.kind == ChangeKind::Modified && (path.is_empty() || path == "/opt") {
+        // Directories above the venv (and above the init's mount point) are listed as
+        // modified when something below them changed.
+        let allowed = match change.kind {
+            ChangeKind::Modified => ["", "/opt", "/usr", "/usr/sbin", "/sbin"].contains(&path),
+            ChangeKind::Added => INIT_MOUNT_POINTS.contains(&path),
+            ChangeKind::Deleted => false,
+        };
+        return if allowed {
             Ok(())
         } else {
             refuse("installs may change /opt/venv only")
@@ -160,6 +170,9 @@ mod tests {
             (Added, "/opt/pyexec/pip/__init__.py"),
             (Added, "/home/sandbox/.bashrc"),
             (Deleted, "/opt"),
+            (Added, "/usr/sbin/evil"),
+            (Modified, "/usr/sbin/docker-init"),
+            (Deleted, "/usr/sbin"),
         ] {
             let refusal = verdict(kind, path).unwrap_err();
             assert_eq!(refusal.path, path);

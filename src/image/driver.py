@@ -12,6 +12,7 @@
 #   finder refuses every import from it (pip would otherwise import an installed `keyring`).
 # On success the last line of stdout is the marker followed by JSON
 # {"before": {name: version}, "after": {name: version}}.
+import importlib.machinery
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import sys
 VENV = "/opt/venv"
 PIP_HOME = "/opt/pyexec"
 MARKER = "PYEXEC-INSTALLED "
+SOURCE_ONLY = "PYEXEC-SOURCE-ONLY "
 SITE = os.path.join(
     VENV, "lib", "python%d.%d" % sys.version_info[:2], "site-packages"
 )
@@ -57,8 +59,6 @@ class RefuseEnvironmentImports:
 
     @staticmethod
     def find_spec(name, path=None, target=None):
-        import importlib.machinery
-
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None:
             return None
@@ -89,6 +89,7 @@ if request.get("cert") is not None:
     with open("/tmp/pip-cert.pem", "w") as file:
         file.write(request["cert"])
     os.environ["PIP_CERT"] = "/tmp/pip-cert.pem"
+os.environ["HOME"] = "/tmp"
 os.makedirs(SCRATCH, exist_ok=True)
 os.environ["TMPDIR"] = SCRATCH
 import tempfile  # noqa: E402
@@ -103,6 +104,42 @@ try:
         code = exit.code if isinstance(exit.code, int) else 1
 finally:
     shutil.rmtree(SCRATCH, ignore_errors=True)
+
+
+def source_only(args):
+    """Names pip found no wheel for that the index has versions of: source-only packages.
+
+    Asked only when sdists are refused and pip failed; `pip index versions` reads the index
+    only (it runs nothing) and lists versions in any format. The server counts a name as
+    source-only only where pip also said it found no version of it at all.
+    """
+    import contextlib
+    import io
+    import re
+
+    if "--only-binary=:all:" not in args or "--" not in args:
+        return []
+
+    def has_versions(name):
+        listing = io.StringIO()
+        with contextlib.redirect_stdout(listing), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                pip_main(["index", "versions", "--disable-pip-version-check", name])
+            except SystemExit:
+                pass
+        return "Available versions:" in listing.getvalue()
+
+    found = []
+    for spec in args[args.index("--") + 1 :][:20]:
+        name = re.match(r"[A-Za-z0-9._-]+", spec).group(0)
+        if has_versions(name):
+            found.append(name)
+    return found
+
+
+if code:
+    for name in source_only(list(request["args"])):
+        print("\n" + SOURCE_ONLY + name, flush=True)
 sys.stdout.flush()
 sys.stderr.flush()
 if code:

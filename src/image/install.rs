@@ -32,6 +32,8 @@ use crate::sandbox::{
 const DRIVER: &str = include_str!("driver.py");
 /// The line prefix the driver prints before the installed-distributions JSON.
 const MARKER: &str = "PYEXEC-INSTALLED ";
+/// The line prefix the driver prints before a name the index has only as source.
+const SOURCE_ONLY: &str = "PYEXEC-SOURCE-ONLY ";
 /// Lines of pip output kept for an error message.
 const TAIL_LINES: usize = 25;
 /// Label the base image carries when its layout has the installer user (images/Dockerfile).
@@ -155,7 +157,7 @@ pub async fn run(
                 return Ok(Err(pip_failure(
                     outcome.exit_code,
                     &tail,
-                    config.allow_sdist,
+                    &lines.source_only,
                 )));
             }
             let Some(report) = lines.installed.take() else {
@@ -179,35 +181,40 @@ pub async fn run(
         .await?
 }
 
-/// The error for a pip that exited non-zero: when sdists are refused and pip saw no version
-/// at all, the package may exist only as source, and the answer says so and how to allow it.
-fn pip_failure(exit_code: i64, tail: &[String], allow_sdist: bool) -> InstallError {
-    let no_wheel = if allow_sdist {
-        Vec::new()
-    } else {
-        no_version_found(tail)
-    };
+/// The error for a pip that exited non-zero. A requested name counts as source-only when pip
+/// found no version of it at all (sdists refused) and the driver found that the index has
+/// versions of it in some format: then the answer says so and how to allow source builds.
+fn pip_failure(exit_code: i64, tail: &[String], source_only: &[String]) -> InstallError {
+    let none = no_version_found(tail);
+    let source_only: Vec<&str> = source_only
+        .iter()
+        .filter(|name| none.contains(&super::normalize_name(name)))
+        .map(String::as_str)
+        .collect();
     let tail = tail.join("\n");
-    if no_wheel.is_empty() {
+    if source_only.is_empty() {
         InstallError::PipFailed { exit_code, tail }
     } else {
         InstallError::NoWheel {
-            specs: no_wheel.join(", "),
+            specs: source_only.join(", "),
             tail,
         }
     }
 }
 
-/// The requirements pip found no version of at all (`… (from versions: none)`).
+/// The normalized names pip found no version of at all (`… (from versions: none)`).
 fn no_version_found(tail: &[String]) -> Vec<String> {
     const START: &str = "Could not find a version that satisfies the requirement ";
     tail.iter()
         .filter_map(|line| {
             let rest = &line[line.find(START)? + START.len()..];
-            let (spec, after) = rest.split_once(' ')?;
+            let (requirement, after) = rest.split_once(' ')?;
+            let name_end = requirement
+                .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+                .unwrap_or(requirement.len());
             after
                 .contains("(from versions: none)")
-                .then(|| spec.to_string())
+                .then(|| super::normalize_name(&requirement[..name_end]))
         })
         .collect()
 }
@@ -367,6 +374,8 @@ struct LineSplitter {
     tail: VecDeque<String>,
     /// The driver's report of installed distributions, once seen.
     installed: Option<DriverReport>,
+    /// Requested names the index has only as source distributions (driver's report).
+    source_only: Vec<String>,
 }
 
 impl LineSplitter {
@@ -397,6 +406,12 @@ impl LineSplitter {
         let line = line.trim_end();
         if let Some(report) = line.strip_prefix(MARKER) {
             self.installed = serde_json::from_str(report).ok();
+            return;
+        }
+        if let Some(name) = line.strip_prefix(SOURCE_ONLY) {
+            if self.source_only.len() < 20 {
+                self.source_only.push(name.to_string());
+            }
             return;
         }
         if line.is_empty() {
@@ -451,26 +466,44 @@ mod tests {
     }
 
     #[test]
-    fn no_version_at_all_with_sdists_refused_points_at_the_flag() {
+    fn a_source_only_package_is_named_with_the_flag_that_allows_it() {
         let tail = [
             "ERROR: Could not find a version that satisfies the requirement docopt (from versions: none)".to_string(),
-            "ERROR: No matching distribution found for docopt".to_string(),
         ];
-        let error = pip_failure(1, &tail, false).to_string();
+        let error = pip_failure(1, &tail, &["docopt".to_string()]).to_string();
         assert!(error.contains("docopt"), "{error}");
+        assert!(error.contains("only as source"), "{error}");
         assert!(error.contains("--allow-sdist"), "{error}");
         assert!(error.contains("PYEXEC_ALLOW_SDIST"), "{error}");
-        // With sdists allowed the same output is a plain failure.
+        // No source-only finding: a plain failure (no such package, or no fitting version).
         assert!(matches!(
-            pip_failure(1, &tail, true),
+            pip_failure(1, &tail, &[]),
             InstallError::PipFailed { .. }
         ));
-        // Versions exist but none fits: not a source-only question.
-        let other = ["ERROR: Could not find a version that satisfies the requirement six==9 (from versions: 1.16.0)".to_string()];
+        // The index has versions, but pip failed for another reason (a broken wheel).
+        let broken = ["ERROR: For req: docopt. Unknown scheme key used".to_string()];
         assert!(matches!(
-            pip_failure(1, &other, false),
+            pip_failure(1, &broken, &["docopt".to_string()]),
             InstallError::PipFailed { .. }
         ));
+        let pinned = ["ERROR: Could not find a version that satisfies the requirement Doc_Opt==0.6 (from versions: none)".to_string()];
+        assert!(matches!(
+            pip_failure(1, &pinned, &["doc-opt".to_string()]),
+            InstallError::NoWheel { .. }
+        ));
+    }
+
+    #[test]
+    fn source_only_reports_are_picked_out_of_the_output() {
+        let mut splitter = LineSplitter::default();
+        let mut seen = Vec::new();
+        splitter.push(
+            Stream::Stdout,
+            b"ERROR: nope\n\nPYEXEC-SOURCE-ONLY docopt\n",
+            &mut |l| seen.push(l.to_string()),
+        );
+        assert_eq!(splitter.source_only, ["docopt"]);
+        assert_eq!(seen, ["ERROR: nope"]);
     }
 
     #[test]

@@ -90,10 +90,9 @@ pub enum InstallError {
     )]
     PipFailed { exit_code: i64, tail: String },
     #[error(
-        "pip found no installable version of {specs}: it may be published only as source \
-         (sdist), and source builds are refused by default because they run the package's \
-         build code at install time; or it may not exist on the index. The environment is \
-         unchanged. pip's last lines:\n{tail}\n\
+        "pip found no wheel for {specs}: the index has it only as source (sdist), and source \
+         builds are refused by default because they run the package's build code at install \
+         time. The environment is unchanged. pip's last lines:\n{tail}\n\
          hint: to allow source builds, restart the server with --allow-sdist \
          (PYEXEC_ALLOW_SDIST=1)"
     )]
