@@ -242,14 +242,15 @@ impl EnvironmentArgs {
 impl Default for EnvironmentArgs {
     /// The documented defaults, as if no flag and no variable were given.
     fn default() -> Self {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            args: EnvironmentArgs,
-        }
-        Only::parse_from(["mcp-python-executor"]).args
+        defaults()
     }
+}
+
+/// A group of settings as if no flag was given (environment fallbacks still apply).
+fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("mcp-python-executor"));
+    T::from_arg_matches(&command.get_matches_from(["mcp-python-executor"]))
+        .expect("the defaults of every setting are valid")
 }
 
 /// `$XDG_STATE_HOME/mcp-python-executor`, else `~/.local/state/mcp-python-executor`, else a
@@ -346,13 +347,7 @@ impl SandboxArgs {
 impl Default for SandboxArgs {
     /// The documented defaults, as if no flag and no variable were given.
     fn default() -> Self {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            args: SandboxArgs,
-        }
-        Only::parse_from(["mcp-python-executor"]).args
+        defaults()
     }
 }
 
