@@ -34,10 +34,12 @@ fn strs(flags: &[String]) -> Vec<&str> {
     flags.iter().map(String::as_str).collect()
 }
 
-/// What an execution sees of its identity and environment.
+/// What an execution sees of its identity (a uid of its own each call: compared by kind) and
+/// environment.
 const IDENTITY: &str = "import os, sys, json\n\
-print(json.dumps({'env': sorted(os.environ.items()), 'ids': [os.getuid(), os.getgid(), \
-os.geteuid(), os.getgroups()], 'cwd': os.getcwd(), 'exe': sys.executable, \
+uid = os.getuid()\n\
+print(json.dumps({'env': sorted(os.environ.items()), 'ids': [uid == os.getgid() == os.geteuid(), \
+os.getgroups() == [uid], 1500000000 <= uid < 2000000000], 'cwd': os.getcwd(), 'exe': sys.executable, \
 'prefix': sys.prefix, 'umask': os.umask(0o22)}))";
 
 #[tokio::test]
@@ -73,12 +75,15 @@ async fn a_pth_file_never_runs_during_an_install_and_runs_unprivileged_in_execut
     )
     .await;
     assert_eq!(result.stdout, "False False\n", "{result:?}");
-    // In executions it runs, as the sandbox user, never as root or the installer.
-    assert!(
-        result.stderr.contains("PTH-RAN uid=10001"),
-        "{}",
-        result.stderr
-    );
+    // In executions it runs, as the call's own uid, never as root or the installer.
+    let uid: u32 = result
+        .stderr
+        .split("PTH-RAN uid=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .unwrap_or_else(|| panic!("the hook did not run: {}", result.stderr));
+    assert!(common::is_call_uid(uid), "{uid}");
     common::assert_no_containers(&sandbox).await;
 }
 

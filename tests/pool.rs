@@ -129,7 +129,10 @@ async fn warm_calls_keep_the_cold_paths_promises() {
     assert!(slow.duration_ms >= 2000);
 
     let user = run(&sandbox, "import os; print(os.getuid())").await;
-    assert_eq!(user.stdout, "10001\n");
+    assert!(
+        common::is_call_uid(user.stdout.trim().parse().unwrap()),
+        "{user:?}"
+    );
     sandbox.shutdown(Duration::from_secs(30)).await;
     assert!(containers_of(&sandbox).await.is_empty());
 }

@@ -29,13 +29,20 @@ pub const LABEL_DEADLINE: &str = "mcp-python-executor.deadline";
 pub const LABEL_WARM: &str = "mcp-python-executor.warm";
 /// Exit status of the runner when its stdin closes before a payload arrives.
 pub const NO_PAYLOAD: i64 = 125;
-/// The unprivileged user the code runs as (created by images/Dockerfile).
+/// The image's unprivileged user (images/Dockerfile). Calls no longer run as it: each runs as
+/// a uid of its own ([`call_uid`]); it stays for images and tools that expect it.
 pub const SANDBOX_USER: &str = "10001:10001";
+/// The uids calls run as: each container draws its own from this range, so no kernel
+/// per-user limit or counter (inotify instances, user watches, RLIMIT_NPROC, keyrings) is
+/// shared between calls. Above the ranges hosts give users, services and subordinate ids, and
+/// below 2^31 so no tool mistakes it for a negative number; nothing on the host or in the
+/// image is owned by one.
+pub const CALL_UIDS: std::ops::Range<u32> = 1_500_000_000..2_000_000_000;
 /// The unprivileged user pip runs as in install containers: it owns `/opt/venv` and nothing
 /// else (images/Dockerfile). Never root.
 pub const INSTALL_USER: &str = "10002:10002";
 /// The interpreter every container runs, by absolute path: the venv's link to the image's
-/// Python. Install layers may never change it (`image::changes`), so no package's script
+/// Python (executions run it as their init; installs under Docker's init and `timeout`). Install layers may never change it (`image::changes`), so no package's script
 /// named `python3` is ever run in its place.
 pub const VENV_PYTHON: &str = "/opt/venv/bin/python3";
 /// The in-container deadline, by absolute path: PATH starts with `/opt/venv/bin`, where a
@@ -59,6 +66,7 @@ pub fn container_spec(
     instance: &str,
     now: SystemTime,
     idle: Duration,
+    uid: u32,
 ) -> ContainerCreateBody {
     let limits = &config.limits;
     // The in-container deadline: an orphan (server killed) ends by itself.
@@ -70,19 +78,25 @@ pub fn container_spec(
     let mut host_config = hardened_host_config(config);
     host_config.readonly_rootfs = Some(true);
     host_config.network_mode = Some(config.network.clone());
+    // The runner is PID 1: it reaps orphans and forwards nothing; see runner.py.
+    host_config.init = Some(false);
     if let Some(ulimits) = host_config.ulimits.as_mut() {
         ulimits.push(ulimit("cpu", cpu_seconds));
     }
     ContainerCreateBody {
         image: Some(image.to_string()),
-        user: Some(SANDBOX_USER.to_string()),
-        entrypoint: Some(deadline_entrypoint(inner_deadline)),
-        cmd: Some(vec![
+        // The group is the uid too: nothing else in the container or on the host has it.
+        user: Some(format!("{uid}:{uid}")),
+        // The runner is the container's init and keeps the deadline itself: no process the
+        // program could ptrace (Docker's init, `timeout`) stands between it and the status.
+        entrypoint: Some(vec![
             VENV_PYTHON.to_string(),
             "-u".to_string(),
             "-c".to_string(),
             RUNNER.to_string(),
+            inner_deadline.to_string(),
         ]),
+        cmd: Some(Vec::new()),
         labels: Some({
             let mut labels =
                 ownership_labels(instance, now + idle + limits.timeout + GRACE + GRACE);
@@ -94,6 +108,12 @@ pub fn container_spec(
         host_config: Some(host_config),
         ..attached_body()
     }
+}
+
+/// A fresh uid for one container, drawn from [`CALL_UIDS`].
+pub fn call_uid() -> u32 {
+    let span = u128::from(CALL_UIDS.end - CALL_UIDS.start);
+    CALL_UIDS.start + (uuid::Uuid::new_v4().as_u128() % span) as u32
 }
 
 /// `timeout -s KILL <seconds>` by absolute path: whatever the container runs dies by itself at
@@ -396,6 +416,7 @@ mod tests {
             "instance-1",
             UNIX_EPOCH + Duration::from_secs(1000),
             Duration::ZERO,
+            1_500_000_007,
         )
     }
 
@@ -403,7 +424,7 @@ mod tests {
     fn the_container_is_hardened_by_default() {
         let spec = spec();
         let host = spec.host_config.unwrap();
-        assert_eq!(spec.user.as_deref(), Some(SANDBOX_USER));
+        assert_eq!(spec.user.as_deref(), Some("1500000007:1500000007"));
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
         assert_eq!(
@@ -412,7 +433,7 @@ mod tests {
         );
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.privileged, Some(false));
-        assert_eq!(host.init, Some(true));
+        assert_eq!(host.init, Some(false), "the runner is the init");
         assert_eq!(host.binds, Some(vec![]));
         assert_eq!(host.devices, Some(vec![]));
         assert_eq!(
@@ -439,11 +460,10 @@ mod tests {
     #[test]
     fn the_program_has_its_own_deadline_and_cpu_budget() {
         let spec = spec();
-        assert_eq!(
-            spec.entrypoint.unwrap(),
-            ["/usr/bin/timeout", "-s", "KILL", "35"]
-        );
-        assert_eq!(spec.cmd.unwrap()[0], "/opt/venv/bin/python3");
+        let entrypoint = spec.entrypoint.unwrap();
+        assert_eq!(entrypoint[..3], ["/opt/venv/bin/python3", "-u", "-c"]);
+        assert_eq!(entrypoint[4], "35", "the runner's own deadline");
+        assert_eq!(spec.cmd, Some(vec![]), "the image's CMD is not appended");
         let ulimits = spec.host_config.unwrap().ulimits.unwrap();
         let cpu = ulimits
             .iter()
@@ -456,11 +476,15 @@ mod tests {
     fn a_warm_container_gets_its_idle_time_on_top_of_the_timeout() {
         let config = SandboxArgs::default().resolve().unwrap();
         let now = UNIX_EPOCH + Duration::from_secs(1000);
-        let spec = container_spec(&config, "img", "i", now, Duration::from_secs(300));
-        assert_eq!(
-            spec.entrypoint.unwrap(),
-            ["/usr/bin/timeout", "-s", "KILL", "335"]
+        let spec = container_spec(
+            &config,
+            "img",
+            "i",
+            now,
+            Duration::from_secs(300),
+            1_500_000_000,
         );
+        assert_eq!(spec.entrypoint.unwrap()[4], "335");
         let labels = spec.labels.unwrap();
         assert_eq!(labels[LABEL_DEADLINE], "1340");
         assert_eq!(labels[LABEL_WARM], "1");
@@ -470,6 +494,17 @@ mod tests {
             .find(|u| u.name.as_deref() == Some("cpu"))
             .unwrap();
         assert_eq!(cpu.hard, Some(35), "idle time costs no CPU budget");
+    }
+
+    #[test]
+    fn every_call_draws_its_own_uid_from_a_range_nothing_owns() {
+        let uids: std::collections::HashSet<u32> = (0..1000).map(|_| call_uid()).collect();
+        assert!(uids.len() > 990, "uids repeat: {}", uids.len());
+        assert!(uids.iter().all(|uid| CALL_UIDS.contains(uid)));
+        assert!(
+            !CALL_UIDS.contains(&0) && !CALL_UIDS.contains(&10001) && !CALL_UIDS.contains(&10002)
+        );
+        const { assert!(CALL_UIDS.end <= 1 << 31) };
     }
 
     #[test]

@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use container::{
-    INSTALL_USER, InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, SANDBOX_USER,
-    VENV_PYTHON, container_spec, install_spec,
+    CALL_UIDS, INSTALL_USER, InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER,
+    SANDBOX_USER, VENV_PYTHON, container_spec, install_spec,
 };
 pub use output::CappedBuffer;
 pub use payload::ExecutionRequest;
@@ -230,26 +230,27 @@ impl Sandbox {
         let image = self.current_image();
         // Whichever path the call takes, the pool refills after it, never during it.
         let _refill = RefillAfter(&self.pool);
-        let (guard, warm_streams) = match self.pool.take(&image) {
+        let (guard, streams) = match self.pool.take(&image) {
             Some(pool::Warm {
                 mut guard, streams, ..
             }) => {
                 guard.hold(permit);
-                (guard, Some(streams))
+                (guard, streams)
             }
-            None => (self.guard(self.docker.get().await?, Some(permit)), None),
+            None => {
+                // Started under the call's cancel and shutdown like the rest of the call; the
+                // guard (holding the slot) exists before the create, so a cut-short start is
+                // still removed before the slot frees.
+                let starting = self.start_execution(&image, Duration::ZERO, Some(permit));
+                tokio::select! {
+                    started = starting => started?,
+                    _ = cancel.cancelled() => return Err(SandboxError::Cancelled),
+                    _ = self.stopping.cancelled() => return Err(SandboxError::ShuttingDown),
+                }
+            }
         };
         let limits = &self.config.limits;
         self.in_container(guard, Removal::Background, cancel, async |docker, name| {
-            let streams = match warm_streams {
-                Some(streams) => streams,
-                None => {
-                    let now = SystemTime::now();
-                    let spec =
-                        container_spec(&self.config, &image, &self.instance, now, Duration::ZERO);
-                    start_attached(docker, name, spec).await?
-                }
-            };
             let mut output = Output::new(limits.max_output_bytes);
             let delivery = Delivery {
                 payload: &payload,
@@ -263,6 +264,29 @@ impl Sandbox {
             Ok(output.finish(outcome))
         })
         .await
+    }
+
+    /// Creates, attaches and starts one execution container of `image` (hardened by
+    /// `container_spec`, with a uid of its own) that may wait `idle` for its payload: the one
+    /// way both a cold call and the pool's refill start a container.
+    async fn start_execution(
+        &self,
+        image: &str,
+        idle: Duration,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(ContainerGuard, AttachContainerResults), SandboxError> {
+        let docker = self.docker.get().await?;
+        let guard = self.guard(docker, permit);
+        let spec = container_spec(
+            &self.config,
+            image,
+            &self.instance,
+            SystemTime::now(),
+            idle,
+            container::call_uid(),
+        );
+        let streams = start_attached(docker, guard.name(), spec).await?;
+        Ok((guard, streams))
     }
 
     /// Waits for a concurrency slot, giving up on cancel or shutdown.
@@ -570,6 +594,9 @@ async fn stream_and_wait(
         });
     };
     let (exit_code, oom_killed) = match ended? {
+        // A child killed by SIGKILL may have met the OOM killer: the supervisor exits with the
+        // same status right after its trailer, and Docker's record of the container tells.
+        Some(KILLED) => exit_status(docker, name, image).await?,
         Some(status) => (status, false),
         None => exit_status(docker, name, image).await?,
     };

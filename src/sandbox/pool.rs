@@ -13,14 +13,14 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bollard::container::AttachContainerResults;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 
-use super::container::{ContainerGuard, container_spec};
-use super::{Sandbox, SandboxError, start_attached};
+use super::container::ContainerGuard;
+use super::{Sandbox, SandboxError};
 use crate::config::PoolConfig;
 
 /// Longest pause between refill attempts while Docker keeps failing.
@@ -170,17 +170,9 @@ pub(super) async fn keep_full(sandbox: Arc<Sandbox>) {
 
 /// Creates, attaches and starts one container that may wait up to the max age for a call.
 async fn warm_one(sandbox: &Sandbox, image: Arc<str>) -> Result<Warm, SandboxError> {
-    let docker = sandbox.docker.get().await?;
-    let guard = sandbox.guard(docker, None);
-    let max_age = sandbox.pool.config.max_age;
-    let spec = container_spec(
-        &sandbox.config,
-        &image,
-        &sandbox.instance,
-        SystemTime::now(),
-        max_age,
-    );
-    let streams = start_attached(docker, guard.name(), spec).await?;
+    let (guard, streams) = sandbox
+        .start_execution(&image, sandbox.pool.config.max_age, None)
+        .await?;
     Ok(Warm {
         guard,
         streams,

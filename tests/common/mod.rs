@@ -80,6 +80,11 @@ pub fn gvisor() -> bool {
     std::env::var("PYEXEC_RUNTIME").is_ok_and(|r| r == "runsc")
 }
 
+/// Whether `uid` is one of the per-call uids (never 0, the image's users, or one a host uses).
+pub fn is_call_uid(uid: u32) -> bool {
+    mcp_python_executor::sandbox::CALL_UIDS.contains(&uid)
+}
+
 /// A sandbox with the default limits.
 pub fn sandbox() -> TestSandbox {
     sandbox_with(&[])
