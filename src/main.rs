@@ -128,6 +128,7 @@ async fn serve(sandbox: Arc<Sandbox>, environment: Arc<Environment>) -> anyhow::
             tracing::warn!("{error}");
         }
         preparing.start_pool();
+        preparing.start_reaper();
         let following = installing.clone();
         tokio::spawn(async move {
             loop {

@@ -350,3 +350,61 @@ async fn a_client_that_leaves_before_initializing_leaves_no_warm_containers() {
     let left = containers_of(&instance);
     assert!(left.is_empty(), "left after exit: {left:?}");
 }
+
+#[tokio::test]
+async fn a_killed_servers_containers_go_while_a_new_server_keeps_serving() {
+    // One dead server had a call running (deadline: 2 s timeout + two 5 s graces), another a
+    // full warm pool; both are SIGKILLed and a new server starts at once, as desktop clients
+    // restart theirs. No restart after that: the new server's reaper must do it while serving.
+    let mut calling = Command::new(BINARY)
+        .args(["exec", "--timeout", "2"])
+        .env("RUST_LOG", "mcp_python_executor=debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    calling
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"import time\ntime.sleep(600)")
+        .unwrap();
+    let call_instance = instance_from(calling.stderr.take().unwrap());
+    wait_for_container(&call_instance).await;
+    let (mut pooled, pool_instance) = server_with_full_pool().await;
+    calling.kill().unwrap();
+    pooled.kill().unwrap();
+    calling.wait().unwrap();
+    pooled.wait().unwrap();
+
+    let (transport, _) = TokioChildProcess::builder(tokio::process::Command::new(BINARY))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = ().serve(transport).await.unwrap();
+    let mut gone = false;
+    // The call's deadline is at most 12 s away; the promise is that plus 30 s.
+    for _ in 0..84 {
+        if containers_of(&call_instance).is_empty() && containers_of(&pool_instance).is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        gone,
+        "left: {:?} {:?}",
+        containers_of(&call_instance),
+        containers_of(&pool_instance)
+    );
+    let call = CallToolRequestParams::new("execute_python").with_arguments(
+        json!({ "code": "print('serving')" })
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let answer = client.call_tool(call).await.unwrap();
+    assert_eq!(text(&answer), "stdout:\nserving\n");
+    client.cancel().await.unwrap();
+}

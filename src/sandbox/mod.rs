@@ -45,6 +45,9 @@ use container::ContainerGuard;
 const KILLED: i64 = 137;
 /// Longest wait for create + attach + start; a runtime that hangs there must not hang the call.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a serving server looks for containers to reap: a killed server's containers go
+/// within their deadline plus this.
+pub const REAP_EVERY: Duration = Duration::from_secs(10);
 /// Longest wait for a removal before the call answers anyway (the guard's task or the reaper
 /// finishes it).
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -187,6 +190,27 @@ impl Sandbox {
         if self.config.pool.size > 0 {
             self.cleanup.spawn(pool::keep_full(self.clone()));
         }
+    }
+
+    /// Keeps reaping while the server runs: every [`REAP_EVERY`], labelled containers past
+    /// their deadline (a server killed earlier, even one that died after this one started)
+    /// and warm containers whose server is gone are removed. Stops at shutdown.
+    pub fn start_reaper(self: &Arc<Self>) {
+        let sandbox = self.clone();
+        self.cleanup.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(REAP_EVERY) => {}
+                    _ = sandbox.stopping.cancelled() => return,
+                }
+                let Ok(docker) = sandbox.docker.get().await else {
+                    continue;
+                };
+                if let Err(error) = reap_expired(docker, SystemTime::now()).await {
+                    tracing::debug!(%error, "could not list containers to reap");
+                }
+            }
+        });
     }
 
     /// Warm containers ready right now.

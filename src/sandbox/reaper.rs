@@ -1,7 +1,9 @@
-//! The startup reaper: removes labelled containers whose deadline has passed.
+//! The reaper: removes labelled containers whose deadline has passed, at start and every
+//! [`super::REAP_EVERY`] while serving.
 //!
-//! A server killed with SIGKILL cannot clean up; its containers carry a deadline label, and the
-//! next server to start removes those past it. Containers still inside their deadline may
+//! A server killed with SIGKILL cannot clean up; its containers carry a deadline label, and
+//! any running server removes those past it -- one started before the crash too, so a client
+//! that restarts its server at once does not keep the dead one's containers. Containers still inside their deadline may
 //! belong to another live server instance, so they are left alone — with one exception: a
 //! warm-pool container (long deadline: it may wait up to the pool's max age) that has exited
 //! with the runner's "no payload" status lost its server, because Docker closes a container's
@@ -64,10 +66,7 @@ pub async fn reap_expired(
         }
     }
     if reaped > 0 {
-        tracing::info!(
-            reaped,
-            "removed containers left behind by an earlier server"
-        );
+        tracing::info!(reaped, "removed containers a dead server left behind");
     }
     Ok(reaped)
 }
