@@ -62,6 +62,12 @@ pub struct SandboxArgs {
           value_parser = clap::value_parser!(u64).range(1..=256))]
     pub concurrency: Option<u64>,
 
+    /// Calls that may wait for a slot; further calls are answered at once that the server is
+    /// busy (0-100000)
+    #[arg(long, global = true, env = "PYEXEC_MAX_QUEUE", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub max_queue: u64,
+
     /// Containers kept started ahead of time, each waiting for one call (0-64; 0 = none)
     #[arg(long, global = true, env = "PYEXEC_POOL_SIZE", default_value_t = 2,
           value_parser = clap::value_parser!(u64).range(0..=64))]
@@ -296,6 +302,8 @@ pub struct SandboxConfig {
     pub runtime: Option<String>,
     /// Containers allowed to exist at once.
     pub concurrency: usize,
+    /// Calls allowed to wait for a slot.
+    pub max_queue: usize,
     /// Per-container limits.
     pub limits: Limits,
     /// The warm pool.
@@ -327,6 +335,7 @@ impl SandboxArgs {
             network: self.network.clone(),
             runtime: self.runtime.clone().filter(|r| !r.trim().is_empty()),
             concurrency,
+            max_queue: self.max_queue as usize,
             limits: Limits {
                 timeout: Duration::from_secs(self.timeout),
                 memory_bytes: self.memory as i64,

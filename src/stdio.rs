@@ -15,8 +15,10 @@ use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// The longest line passed on: rmcp's own frame limit, so nothing it would drop gets through.
-pub const MAX_LINE: usize = rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH;
+/// The longest line passed on, its newline not counted: one byte under rmcp's own frame
+/// limit, which counts the newline, so nothing rmcp would drop gets through. A line of exactly
+/// 16 MiB is answered here.
+pub const MAX_LINE: usize = rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH - 1;
 
 /// JSON-RPC's code for input that is not valid JSON.
 const PARSE_ERROR: i64 = -32700;

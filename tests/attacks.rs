@@ -508,3 +508,64 @@ async fn a_storm_of_100_calls_all_complete_with_no_leak() {
     }
     assert_still_serving(&sandbox).await;
 }
+
+#[tokio::test]
+async fn a_flood_of_calls_past_the_queue_is_answered_busy_and_memory_stays_flat() {
+    let sandbox = sandbox_with(&[
+        "--concurrency",
+        "2",
+        "--max-queue",
+        "64",
+        "--pool-size",
+        "0",
+    ]);
+    // 64 KiB of code each: were payloads built before the wait, 64 waiting calls would hold
+    // copies; the requests themselves are the test's own.
+    let code = format!("import time\ntime.sleep(0.3)\n#{}", "x".repeat(64 << 10));
+    let requests: Vec<ExecutionRequest> = (0..200).map(|_| ExecutionRequest::new(&code)).collect();
+    let before = common::rss_bytes();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let calls = requests.iter().map(|request| {
+        let (sandbox, peak) = (sandbox.clone(), peak.clone());
+        async move {
+            let result = try_run(&sandbox, request.clone()).await;
+            peak.fetch_max(common::rss_bytes(), std::sync::atomic::Ordering::Relaxed);
+            result
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let busy = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(mcp_python_executor::sandbox::SandboxError::Busy { .. })
+            )
+        })
+        .count();
+    let ran = results
+        .iter()
+        .filter(|r| matches!(r, Ok(o) if o.exit_code == 0))
+        .count();
+    assert_eq!(busy + ran, 200, "{results:?}");
+    // 2 run and 64 wait; the rest are turned away at once.
+    assert!((130..=134).contains(&busy), "{busy} busy");
+    let message = results
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("busy") && message.contains("PYEXEC_MAX_QUEUE"),
+        "{message}"
+    );
+    let grown = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before);
+    assert!(
+        grown < 48 << 20,
+        "server memory grew by {} MiB",
+        grown >> 20
+    );
+    assert_still_serving(&sandbox).await;
+}

@@ -178,3 +178,56 @@ async fn invalid_surrogates_and_oversized_requests_get_clear_errors() {
     drop(stdin);
     server.wait().await.unwrap();
 }
+
+/// Requests of 16 MiB − 1, exactly 16 MiB and 16 MiB + 1 bytes (newline not counted): the
+/// first reaches rmcp and is answered by it, the other two are answered by the gateway; none
+/// is dropped in silence (rmcp's own limit counts the newline).
+#[tokio::test]
+async fn requests_at_the_size_boundary_are_all_answered() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
+        .env("PYEXEC_POOL_SIZE", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = server.stdin.take().unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+    stdin.write_all(init.as_bytes()).await.unwrap();
+    stdin
+        .write_all(b"\n{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+        .await
+        .unwrap();
+    let limit = 16 << 20;
+    for (id, size) in [(2, limit - 1), (3, limit), (4, limit + 1)] {
+        let head = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping""#);
+        let mut line = head.into_bytes();
+        line.resize(size - 1, b' ');
+        line.push(b'}');
+        assert_eq!(line.len(), size);
+        line.push(b'\n');
+        stdin.write_all(&line).await.unwrap();
+    }
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no answer within 60 s; answered so far: {answers:?}"))
+            .unwrap()
+            .expect("server answers");
+        let value: Value = serde_json::from_str(&line).unwrap();
+        if let Some(id) = value["id"].as_u64().filter(|id| *id >= 2) {
+            answers.insert(id, value);
+        }
+    }
+    assert!(answers[&2]["result"].is_object(), "{}", answers[&2]);
+    for id in [3, 4] {
+        let message = answers[&id]["error"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(message.contains("request too large"), "{}", answers[&id]);
+    }
+    drop(stdin);
+    server.wait().await.unwrap();
+}

@@ -12,7 +12,7 @@ mod pool;
 mod reaper;
 
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -98,6 +98,13 @@ pub enum SandboxError {
         action: &'static str,
         message: String,
     },
+    #[error(
+        "the server is busy: {waiting} calls are already waiting for one of its {slots} \
+         container slots\n\
+         hint: try again in a moment, or raise --concurrency (PYEXEC_CONCURRENCY) or \
+         --max-queue (PYEXEC_MAX_QUEUE)"
+    )]
+    Busy { waiting: usize, slots: usize },
     #[error("the call was cancelled; its container was removed")]
     Cancelled,
     #[error("the server is shutting down; the call was stopped")]
@@ -142,6 +149,8 @@ pub struct Sandbox {
     stopping: CancellationToken,
     /// Counter that makes container names unique within this instance.
     next_id: AtomicU64,
+    /// Calls waiting for a slot (at most `--max-queue`).
+    waiting: AtomicUsize,
     /// Started containers waiting for a call (filled only after `start_pool`).
     pool: pool::Pool,
 }
@@ -159,6 +168,7 @@ impl Sandbox {
             cleanup: TaskTracker::new(),
             stopping: CancellationToken::new(),
             next_id: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
             pool: pool::Pool::new(config_pool),
         }
     }
@@ -248,9 +258,12 @@ impl Sandbox {
         request: &ExecutionRequest,
         cancel: &CancellationToken,
     ) -> Result<ExecutionResult, SandboxError> {
+        // Refused before it waits; framed only once it has a slot, so a waiting call holds no
+        // copy of its code.
+        request.check_size(self.config.limits.max_input_bytes)?;
+        let permit = self.acquire(cancel).await?;
         let token = uuid::Uuid::new_v4().simple().to_string();
         let payload = request.encode(self.config.limits.max_input_bytes, &token)?;
-        let permit = self.acquire(cancel).await?;
         let image = self.current_image();
         // Whichever path the call takes, the pool refills after it, never during it.
         let _refill = RefillAfter(&self.pool);
@@ -313,11 +326,21 @@ impl Sandbox {
         Ok((guard, streams))
     }
 
-    /// Waits for a concurrency slot, giving up on cancel or shutdown.
+    /// Takes a concurrency slot, waiting for one only while fewer than `--max-queue` calls
+    /// already wait (else the server is busy, said at once); gives up on cancel or shutdown.
     async fn acquire(
         &self,
         cancel: &CancellationToken,
     ) -> Result<OwnedSemaphorePermit, SandboxError> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let Some(_place) = QueuePlace::take(&self.waiting, self.config.max_queue) else {
+            return Err(SandboxError::Busy {
+                waiting: self.config.max_queue,
+                slots: self.config.concurrency,
+            });
+        };
         tokio::select! {
             permit = self.permits.clone().acquire_owned() => {
                 permit.map_err(|_| SandboxError::ShuttingDown)
@@ -325,6 +348,11 @@ impl Sandbox {
             _ = cancel.cancelled() => Err(SandboxError::Cancelled),
             _ = self.stopping.cancelled() => Err(SandboxError::ShuttingDown),
         }
+    }
+
+    /// Calls waiting for a slot right now.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// A guard for a new, uniquely named container of this instance.
@@ -411,6 +439,27 @@ impl Sandbox {
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!("shutdown grace passed with containers still being removed");
         }
+    }
+}
+
+/// A place in the queue of calls waiting for a slot; given back when dropped.
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl<'a> QueuePlace<'a> {
+    /// A place, if fewer than `max` are taken.
+    fn take(waiting: &'a AtomicUsize, max: usize) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(waiting))
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

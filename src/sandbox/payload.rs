@@ -42,9 +42,8 @@ impl ExecutionRequest {
         self.code.len() + self.input_lines.iter().map(|l| l.len() + 1).sum::<usize>()
     }
 
-    /// The bytes to write to the container's stdin, or an error if the request is too large.
-    /// `token` (no whitespace) comes back in the runner's end-of-program trailer.
-    pub fn encode(&self, max_input_bytes: usize, token: &str) -> Result<Vec<u8>, SandboxError> {
+    /// Refuses a request over `max_input_bytes`, without copying anything.
+    pub fn check_size(&self, max_input_bytes: usize) -> Result<(), SandboxError> {
         let size = self.size();
         if size > max_input_bytes {
             return Err(SandboxError::RequestTooLarge {
@@ -52,6 +51,14 @@ impl ExecutionRequest {
                 limit: max_input_bytes,
             });
         }
+        Ok(())
+    }
+
+    /// The bytes to write to the container's stdin, or an error if the request is too large.
+    /// `token` (no whitespace) comes back in the runner's end-of-program trailer.
+    pub fn encode(&self, max_input_bytes: usize, token: &str) -> Result<Vec<u8>, SandboxError> {
+        self.check_size(max_input_bytes)?;
+        let size = self.size();
         let header = format!("{} {token}\n", self.code.len());
         let mut payload = Vec::with_capacity(header.len() + size);
         payload.extend_from_slice(header.as_bytes());
