@@ -9,7 +9,23 @@ use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use tokio::sync::OnceCell;
 
-use crate::sandbox::SandboxError;
+/// A Docker failure, said so that the user knows the next step. A leaf of the crate: it
+/// knows nothing of sandboxes or installs, which wrap it.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error(
+        "cannot reach Docker at {host} — is the daemon running? ({reason})\n\
+         hint: start Docker, or set DOCKER_HOST to the daemon you use"
+    )]
+    Unreachable { host: String, reason: String },
+    #[error("image {image} not found\nhint: build it with `make image` (or images/build.sh)")]
+    ImageMissing { image: String },
+    #[error("Docker could not {action}: {message}")]
+    Failed {
+        action: &'static str,
+        message: String,
+    },
+}
 
 /// Where `DOCKER_HOST` (or the default socket) points, for messages.
 pub fn docker_host() -> String {
@@ -25,7 +41,7 @@ pub struct LazyDocker {
 
 impl LazyDocker {
     /// The connected client, connecting (and negotiating the API version) if needed.
-    pub async fn get(&self) -> Result<&Docker, SandboxError> {
+    pub async fn get(&self) -> Result<&Docker, DockerError> {
         self.client
             .get_or_try_init(|| async {
                 let docker = Docker::connect_with_defaults().map_err(unreachable)?;
@@ -37,8 +53,8 @@ impl LazyDocker {
     }
 }
 
-fn unreachable(error: BollardError) -> SandboxError {
-    SandboxError::DockerUnreachable {
+fn unreachable(error: BollardError) -> DockerError {
+    DockerError::Unreachable {
         host: docker_host(),
         reason: error.to_string(),
     }
@@ -47,18 +63,18 @@ fn unreachable(error: BollardError) -> SandboxError {
 /// Maps a failed Docker call to an error that tells the user what happened and what to do.
 ///
 /// `action` completes "Docker could not …" (e.g. "create the container").
-pub fn classify(error: BollardError, action: &'static str, image: &str) -> SandboxError {
+pub fn classify(error: BollardError, action: &'static str, image: &str) -> DockerError {
     match error {
         BollardError::DockerResponseServerError {
             status_code: 404,
             message,
-        } if message.contains("image") => SandboxError::ImageMissing {
+        } if message.contains("image") => DockerError::ImageMissing {
             image: image.to_string(),
         },
         BollardError::DockerResponseServerError { message, .. } => {
-            SandboxError::Docker { action, message }
+            DockerError::Failed { action, message }
         }
-        BollardError::DockerContainerWaitError { error, .. } => SandboxError::Docker {
+        BollardError::DockerContainerWaitError { error, .. } => DockerError::Failed {
             action,
             message: error,
         },

@@ -8,6 +8,7 @@
 //! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
 //!   the guard that removes it on every path, and the startup reaper.
 //! - [`docker`]: the lazy daemon connection and Docker errors turned into next steps.
+//! - [`doctor`]: the host check behind `mcp-python-executor doctor`.
 //! - [`image`]: the package environment: the current image, installs as checked, committed
 //!   layers, the cross-process install lock and the removal of superseded layers.
 //! - [`packages`]: package spec validation (PEP 508) and pip's argument vector.
@@ -29,6 +30,7 @@
 
 pub mod config;
 pub mod docker;
+pub mod doctor;
 pub mod image;
 pub mod packages;
 pub mod progress;

@@ -57,7 +57,13 @@ enum Command {
     /// Manage the packages baked into the execution environment
     #[command(subcommand)]
     Packages(PackagesCommand),
+    /// Check what this host gives the sandbox (Docker, runtime, seccomp, image, leftovers)
+    Doctor,
 }
+
+/// Exit status of `exec` when the tool itself failed (Docker, the image, the request), as
+/// `docker run` does; any other status is the program's own.
+const TOOL_FAILED: u8 = 125;
 
 #[derive(Debug, Subcommand)]
 enum PackagesCommand {
@@ -89,16 +95,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = cli.command.unwrap_or(Command::Serve);
+    let failed = if matches!(command, Command::Exec { .. }) {
+        ExitCode::from(TOOL_FAILED)
+    } else {
+        ExitCode::FAILURE
+    };
     let outcome = runtime.block_on(async {
-        let sandbox = Arc::new(Sandbox::new(cli.sandbox.resolve()?));
-        let environment = Arc::new(Environment::new(
-            sandbox.clone(),
-            cli.environment.resolve()?,
-        ));
-        match cli.command.unwrap_or(Command::Serve) {
+        let sandbox_config = cli.sandbox.resolve()?;
+        let environment_config = cli.environment.resolve()?;
+        if matches!(command, Command::Doctor) {
+            return doctor(&sandbox_config, &environment_config).await;
+        }
+        let sandbox = Arc::new(Sandbox::new(sandbox_config));
+        let environment = Arc::new(Environment::new(sandbox.clone(), environment_config));
+        match command {
             Command::Serve => serve(sandbox, environment).await,
             Command::Exec { file, input } => exec(sandbox, environment, file, input).await,
             Command::Packages(command) => packages(environment, command).await,
+            Command::Doctor => unreachable!("handled above"),
         }
     });
     // The stdin reader is a blocking read that only the client can end: do not wait for it
@@ -108,10 +123,51 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            report(&error);
+            failed
         }
     }
+}
+
+/// Prints an error once: what failed (its causes joined, each said once), then every
+/// `hint:` on its own line.
+fn report(error: &anyhow::Error) {
+    let mut said: Vec<String> = Vec::new();
+    let mut hints = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            match line.strip_prefix("hint: ") {
+                Some(hint) => hints.push(hint.to_string()),
+                None => lines.push(line),
+            }
+        }
+        let text = lines.join("\n");
+        if !said.iter().any(|earlier| earlier.contains(&text)) {
+            said.push(text);
+        }
+    }
+    eprintln!("error: {}", said.join(": "));
+    for hint in hints {
+        eprintln!("hint: {hint}");
+    }
+}
+
+/// Runs the host check and prints it; fails when a check failed.
+async fn doctor(
+    sandbox: &mcp_python_executor::config::SandboxConfig,
+    environment: &mcp_python_executor::config::EnvironmentConfig,
+) -> anyhow::Result<ExitCode> {
+    use mcp_python_executor::doctor::{Verdict, assess, gather, render};
+    let findings = assess(&gather(sandbox, environment).await);
+    print!("{}", render(&findings));
+    let failed = findings.iter().any(|f| f.verdict == Verdict::Fail);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Serves MCP on stdio until the client disconnects or a signal arrives, then removes every
@@ -204,8 +260,16 @@ async fn exec(
     // The container's removal finishes after the result; wait for it before exiting.
     sandbox.shutdown(SHUTDOWN_GRACE).await;
     let result = result?;
-    std::io::stdout().write_all(result.stdout.as_bytes())?;
-    std::io::stderr().write_all(result.stderr.as_bytes())?;
+    let status = ExitCode::from(result.exit_code.clamp(0, 255) as u8);
+    // A reader that went away (`| head`) is no error: stop quietly with the program's status.
+    let shown = std::io::stdout()
+        .write_all(result.stdout.as_bytes())
+        .and_then(|()| std::io::stdout().flush())
+        .and_then(|()| std::io::stderr().write_all(result.stderr.as_bytes()));
+    match shown {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(status),
+        other => other?,
+    }
     if result.timed_out {
         eprintln!(
             "[timed out after {} ms: the program was killed]",
@@ -214,7 +278,7 @@ async fn exec(
     } else if result.oom_killed {
         eprintln!("[killed: the program ran out of memory]");
     }
-    Ok(ExitCode::from(result.exit_code.clamp(0, 255) as u8))
+    Ok(status)
 }
 
 /// The operator's view of the package environment.

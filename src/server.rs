@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SandboxConfig;
+use crate::docker::DockerError;
 use crate::image::{EnvState, Environment, InstallError, InstallReport};
 use crate::progress::Forwarder;
 use crate::sandbox::{ExecutionRequest, ExecutionResult, Sandbox, SandboxError};
@@ -121,7 +122,7 @@ impl PythonExecutor {
         let mut outcome = self.sandbox.execute(&request, &cancel).await;
         // Another server sharing the tag replaced the environment and removed the image this
         // one still pointed at: nothing ran (the create failed), so follow the tag and retry.
-        if let Err(SandboxError::ImageMissing { image }) = &outcome
+        if let Err(SandboxError::Docker(DockerError::ImageMissing { image })) = &outcome
             && **image != *self.sandbox.config().image
             && self.environment.follow_tag().await.unwrap_or(false)
         {

@@ -65,6 +65,75 @@ fn an_unreachable_daemon_says_so_and_what_to_do() {
         ),
         "{stderr}"
     );
+    // The tool failed, not the program: 125, as `docker run` says it.
+    assert_eq!(output.status.code(), Some(125));
+    // Said once, the hint on a line of its own.
+    assert_eq!(stderr.matches("cannot reach Docker").count(), 1, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(
+        lines[1].starts_with("hint: ") && lines[1].contains("DOCKER_HOST"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_reader_that_goes_away_is_a_quiet_exit_with_the_programs_status() {
+    let mut child = binary()
+        .args(["exec", "--pool-size", "0", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"import sys\nprint('x' * 4_000_000)\nsys.exit(4)")
+        .unwrap();
+    drop(child.stdout.take()); // like `| head -c 0`
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("error"), "{stderr}");
+    assert_eq!(output.status.code(), Some(4));
+}
+
+#[test]
+fn doctor_checks_a_running_daemon_and_says_what_to_do_without_one() {
+    let output = binary().arg("doctor").output().unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    for check in [
+        "docker",
+        "runtime",
+        "seccomp",
+        "cgroup",
+        "image",
+        "environment",
+        "leftovers",
+    ] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(check)),
+            "{check} missing:\n{report}"
+        );
+    }
+    assert!(report.contains("API 1."), "{report}");
+    assert_eq!(output.status.code(), Some(0), "{report}");
+
+    let output = binary()
+        .arg("doctor")
+        .env("DOCKER_HOST", "tcp://127.0.0.1:1")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(report.starts_with("FAIL  docker"), "{report}");
+    assert!(
+        report.contains("next: ") && report.contains("DOCKER_HOST"),
+        "{report}"
+    );
     assert_eq!(output.status.code(), Some(1));
 }
 

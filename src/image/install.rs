@@ -24,8 +24,8 @@ use crate::config::EnvironmentConfig;
 use crate::docker::classify;
 use crate::packages::{PackageSpec, pip_install_args};
 use crate::sandbox::{
-    InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, Sandbox, Stream, install_spec,
-    run_attached,
+    InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, Sandbox, SandboxError, Stream,
+    install_spec, run_attached,
 };
 
 /// The program install containers run.
@@ -81,7 +81,7 @@ pub async fn base_image(docker: &bollard::Docker, image: &str) -> Result<BaseIma
     let inspected = docker
         .inspect_image(image)
         .await
-        .map_err(|e| classify(e, "inspect the base image", image))?;
+        .map_err(|e| SandboxError::from(classify(e, "inspect the base image", image)))?;
     let config = inspected.config.unwrap_or_default();
     let labels = config.labels.clone().unwrap_or_default();
     if labels.get(LABEL_LAYOUT).map(String::as_str) != Some(LAYOUT) {

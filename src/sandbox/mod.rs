@@ -10,20 +10,16 @@ mod output;
 mod payload;
 mod pool;
 mod reaper;
+mod stream;
 
-use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bollard::Docker;
-use bollard::container::{AttachContainerResults, LogOutput};
-use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
-use futures::StreamExt;
+use bollard::container::AttachContainerResults;
 use schemars::JsonSchema;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,15 +30,16 @@ pub use container::{
 };
 pub use output::CappedBuffer;
 pub use payload::ExecutionRequest;
-use payload::Trailer;
 pub use reaper::reap_expired;
+pub use stream::run_attached;
+use stream::{Delivery, start_attached, stream_and_wait};
 
 use crate::config::SandboxConfig;
-use crate::docker::{LazyDocker, classify};
+use crate::docker::{DockerError, LazyDocker, classify};
 use container::ContainerGuard;
 
 /// Exit status Docker reports for a process killed by SIGKILL (timeout, OOM killer).
-const KILLED: i64 = 137;
+pub(crate) const KILLED: i64 = 137;
 /// Longest wait for create + attach + start; a runtime that hangs there must not hang the call.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a serving server looks for containers to reap: a killed server's containers go
@@ -86,18 +83,8 @@ pub enum SandboxError {
          (raise it with --max-input / PYEXEC_MAX_INPUT)"
     )]
     RequestTooLarge { size: usize, limit: usize },
-    #[error(
-        "cannot reach Docker at {host} — is the daemon running? ({reason})\n\
-         hint: start Docker, or set DOCKER_HOST to the daemon you use"
-    )]
-    DockerUnreachable { host: String, reason: String },
-    #[error("image {image} not found — build it with: make image (or images/build.sh)")]
-    ImageMissing { image: String },
-    #[error("Docker could not {action}: {message}")]
-    Docker {
-        action: &'static str,
-        message: String,
-    },
+    #[error(transparent)]
+    Docker(#[from] DockerError),
     #[error(
         "the server is busy: {waiting} calls are already waiting for one of its {slots} \
          container slots\n\
@@ -230,7 +217,7 @@ impl Sandbox {
 
     /// The connected Docker client (connecting on first use).
     pub async fn docker(&self) -> Result<&Docker, SandboxError> {
-        self.docker.get().await
+        Ok(self.docker.get().await?)
     }
 
     /// Connects to Docker, reaps expired containers and checks that the image exists, so
@@ -240,11 +227,20 @@ impl Sandbox {
         if let Err(error) = reap_expired(docker, SystemTime::now()).await {
             tracing::warn!(%error, "could not list containers to reap");
         }
+        if let Ok(info) = docker.info().await {
+            let options = info.security_options.unwrap_or_default();
+            if !options.iter().any(|o| o.contains("seccomp")) {
+                tracing::warn!(
+                    "the Docker daemon reports no seccomp: every system call is open to the \
+                     code; see `mcp-python-executor doctor`"
+                );
+            }
+        }
         docker
             .inspect_image(&self.config.image)
             .await
-            .map_err(|e| classify(e, "inspect the image", &self.config.image))
-            .map(|_| ())
+            .map_err(|e| classify(e, "inspect the image", &self.config.image))?;
+        Ok(())
     }
 
     /// Runs one request in a fresh container: a warm one if the pool has one ready, else its
@@ -512,217 +508,6 @@ impl Output {
             oom_killed: outcome.oom_killed,
             truncated,
             duration_ms: outcome.duration_ms,
-        }
-    }
-}
-
-/// Create, attach, start, stream `payload` in and the output out to `on_output`, wait.
-///
-/// The timeout covers everything after start; a container still running then is reported as
-/// timed out (the caller's guard kills and removes it).
-pub async fn run_attached(
-    docker: &Docker,
-    name: &str,
-    spec: ContainerCreateBody,
-    payload: &[u8],
-    timeout: Duration,
-    on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
-) -> Result<RunOutcome, SandboxError> {
-    let image = spec.image.clone().unwrap_or_default();
-    let streams = start_attached(docker, name, spec).await?;
-    let delivery = Delivery {
-        payload,
-        timeout,
-        token: None,
-    };
-    stream_and_wait(docker, name, &image, streams, delivery, on_output).await
-}
-
-/// Create, attach (before start, so no output is lost) and start, bounded by
-/// [`START_TIMEOUT`]. The container's program is then running, waiting for its stdin.
-async fn start_attached(
-    docker: &Docker,
-    name: &str,
-    spec: ContainerCreateBody,
-) -> Result<AttachContainerResults, SandboxError> {
-    let image = spec.image.clone().unwrap_or_default();
-    let starting = async {
-        let options = CreateContainerOptions {
-            name: Some(name.to_string()),
-            ..Default::default()
-        };
-        docker
-            .create_container(Some(options), spec)
-            .await
-            .map_err(|e| classify(e, "create the container", &image))?;
-        let attach = AttachContainerOptions {
-            stdin: true,
-            stdout: true,
-            stderr: true,
-            stream: true,
-            ..Default::default()
-        };
-        let streams = docker
-            .attach_container(name, Some(attach))
-            .await
-            .map_err(|e| classify(e, "attach to the container", &image))?;
-        docker
-            .start_container(name, None)
-            .await
-            .map_err(|e| classify(e, "start the container", &image))?;
-        Ok(streams)
-    };
-    tokio::time::timeout(START_TIMEOUT, starting)
-        .await
-        .map_err(|_| SandboxError::Docker {
-            action: "start the container",
-            message: format!(
-                "no answer within {} s (is the runtime healthy? see `docker info`)",
-                START_TIMEOUT.as_secs()
-            ),
-        })?
-}
-
-/// What goes into a started container, and how long its program may take.
-struct Delivery<'a> {
-    /// Everything the container's stdin gets.
-    payload: &'a [u8],
-    /// Counted from the moment the payload starts to go in.
-    timeout: Duration,
-    /// The runner's trailer token, when the container runs the runner.
-    token: Option<&'a str>,
-}
-
-/// Streams the payload into a started container and its output out to `on_output` until the
-/// program ends or the timeout passes, then reads the exit status.
-///
-/// With a token, the container runs the runner, which ends each stream with a trailer
-/// carrying the exit status: once both trailers are in, the program is over and the status is
-/// known without waiting for the container to stop. Without one (an install), or when a
-/// program never reaches its trailer (killed, `os._exit`), the end of the output and Docker's
-/// wait decide.
-async fn stream_and_wait(
-    docker: &Docker,
-    name: &str,
-    image: &str,
-    streams: AttachContainerResults,
-    delivery: Delivery<'_>,
-    on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
-) -> Result<RunOutcome, SandboxError> {
-    let Delivery {
-        payload,
-        timeout,
-        token,
-    } = delivery;
-    let started = Instant::now();
-    let mut input = streams.input;
-    let mut output = streams.output;
-    let mut trailers = token.map(|t| (Trailer::new(t), Trailer::new(t)));
-    let write = async move {
-        // The program may exit without reading its stdin; a broken pipe is not an error.
-        let _ = input.write_all(payload).await;
-        let _ = input.shutdown().await;
-    };
-    let read = async {
-        while let Some(item) = output.next().await {
-            let (stream, message) = match item {
-                Ok(LogOutput::StdOut { message }) => (Stream::Stdout, message),
-                Ok(LogOutput::StdErr { message }) => (Stream::Stderr, message),
-                Ok(_) => continue,
-                Err(error) => return Err(classify(error, "read the output", image)),
-            };
-            let Some((out, err)) = trailers.as_mut() else {
-                on_output(stream, &message);
-                continue;
-            };
-            let trailer = if stream == Stream::Stdout {
-                &mut *out
-            } else {
-                &mut *err
-            };
-            trailer.push(&message, &mut |bytes| on_output(stream, bytes));
-            if let (Some(status), Some(_)) = (out.status(), err.status()) {
-                return Ok(Some(status));
-            }
-        }
-        if let Some((out, err)) = trailers.as_mut() {
-            out.finish(&mut |bytes| on_output(Stream::Stdout, bytes));
-            err.finish(&mut |bytes| on_output(Stream::Stderr, bytes));
-        }
-        Ok(None)
-    };
-    let streamed = tokio::time::timeout(timeout, drive_until(read, write)).await;
-    let duration_ms = started.elapsed().as_millis() as u64;
-    let Ok(ended) = streamed else {
-        // What the program printed before the kill is output too.
-        if let Some((out, err)) = trailers.as_mut() {
-            out.finish(&mut |bytes| on_output(Stream::Stdout, bytes));
-            err.finish(&mut |bytes| on_output(Stream::Stderr, bytes));
-        }
-        return Ok(RunOutcome {
-            exit_code: KILLED,
-            timed_out: true,
-            oom_killed: false,
-            duration_ms,
-        });
-    };
-    let (exit_code, oom_killed) = match ended? {
-        // A child killed by SIGKILL may have met the OOM killer: the supervisor exits with the
-        // same status right after its trailer, and Docker's record of the container tells.
-        Some(KILLED) => exit_status(docker, name, image).await?,
-        Some(status) => (status, false),
-        None => exit_status(docker, name, image).await?,
-    };
-    Ok(RunOutcome {
-        exit_code,
-        timed_out: false,
-        oom_killed,
-        duration_ms,
-    })
-}
-
-/// The exit code of a container whose output has ended, and whether the OOM killer hit it.
-async fn exit_status(
-    docker: &Docker,
-    name: &str,
-    image: &str,
-) -> Result<(i64, bool), SandboxError> {
-    let code = match docker.wait_container(name, None).next().await {
-        Some(Ok(response)) => response.status_code,
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-        Some(Err(error)) => return Err(classify(error, "wait for the container", image)),
-        None => {
-            return Err(SandboxError::Docker {
-                action: "wait for the container",
-                message: "the wait ended without a status".to_string(),
-            });
-        }
-    };
-    // Only a SIGKILL can be the OOM killer's; skip the extra round trip otherwise.
-    if code != KILLED {
-        return Ok((code, false));
-    }
-    let state = docker
-        .inspect_container(name, None)
-        .await
-        .map_err(|e| classify(e, "inspect the container", image))?
-        .state;
-    Ok((code, state.and_then(|s| s.oom_killed).unwrap_or(false)))
-}
-
-/// Polls `read` to completion while also driving `write`, which may finish first or never.
-async fn drive_until<R, W>(read: R, write: W) -> R::Output
-where
-    R: Future,
-    W: Future<Output = ()>,
-{
-    let mut read = pin!(read);
-    let mut write = pin!(write);
-    let mut written = false;
-    loop {
-        tokio::select! {
-            output = &mut read => return output,
-            () = &mut write, if !written => written = true,
         }
     }
 }

@@ -1,0 +1,412 @@
+//! `mcp-python-executor doctor`: what this host gives the sandbox, checked and said in one
+//! screen, each finding with the next step when something is wrong.
+//!
+//! [`gather`] asks Docker (version, info, the images and containers of ours); [`assess`] is
+//! pure: it turns those facts into findings, so every verdict is unit-tested without a daemon.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bollard::Docker;
+use bollard::query_parameters::{ListContainersOptions, ListImagesOptions};
+
+use crate::config::{EnvironmentConfig, SandboxConfig};
+use crate::docker::{LazyDocker, docker_host};
+use crate::image::{LABEL_DEPTH, LABEL_ENV};
+use crate::sandbox::{LABEL_DEADLINE, LABEL_OWNER};
+
+/// How a finding reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// One line of the report, and the next step when it is not fine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub verdict: Verdict,
+    pub check: &'static str,
+    pub detail: String,
+    pub next: Option<String>,
+}
+
+/// What `gather` learned; `None` where Docker could not say.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub host: String,
+    /// Why Docker could not be reached, when it could not.
+    pub unreachable: Option<String>,
+    pub version: Option<String>,
+    pub api_version: Option<String>,
+    pub default_runtime: Option<String>,
+    pub runtimes: Vec<String>,
+    pub security_options: Vec<String>,
+    pub cgroup_version: Option<String>,
+    /// The configured runtime (`--runtime`), if any.
+    pub runtime: Option<String>,
+    pub image: String,
+    /// The base image's layout label, when the image exists (empty when unlabelled).
+    pub image_layout: Option<String>,
+    pub env_tag: String,
+    /// Depth and size (bytes) of the environment image, when the tag exists.
+    pub env: Option<(u32, u64)>,
+    /// Containers of ours: all, and those past their deadline.
+    pub containers: (usize, usize),
+    /// Images of ours no tag and no child needs any more.
+    pub dangling_images: usize,
+}
+
+/// Asks Docker everything the report needs; never fails (what it cannot learn is `None`).
+pub async fn gather(sandbox: &SandboxConfig, environment: &EnvironmentConfig) -> Facts {
+    let mut facts = Facts {
+        host: docker_host(),
+        runtime: sandbox.runtime.clone(),
+        image: sandbox.image.clone(),
+        env_tag: environment.env_tag.clone(),
+        ..Facts::default()
+    };
+    let lazy = LazyDocker::default();
+    let docker = match lazy.get().await {
+        Ok(docker) => docker,
+        Err(error) => {
+            facts.unreachable = Some(error.to_string());
+            return facts;
+        }
+    };
+    if let Ok(version) = docker.version().await {
+        facts.version = version.version;
+        facts.api_version = version.api_version;
+    }
+    if let Ok(info) = docker.info().await {
+        facts.default_runtime = info.default_runtime;
+        facts.runtimes = info.runtimes.unwrap_or_default().into_keys().collect();
+        facts.runtimes.sort();
+        facts.security_options = info.security_options.unwrap_or_default();
+        facts.cgroup_version = info
+            .cgroup_version
+            .map(|v| {
+                serde_json::to_value(v)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+            })
+            .and_then(|v| v);
+    }
+    if let Ok(image) = docker.inspect_image(&facts.image).await {
+        let labels = image.config.and_then(|c| c.labels).unwrap_or_default();
+        facts.image_layout = Some(
+            labels
+                .get("mcp-python-executor.layout")
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    if let Ok(env) = docker.inspect_image(&facts.env_tag).await {
+        let depth = env
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(LABEL_DEPTH).and_then(|d| d.parse().ok()))
+            .unwrap_or(0);
+        facts.env = Some((depth, env.size.unwrap_or(0).max(0) as u64));
+    }
+    facts.containers = ours(docker).await;
+    facts.dangling_images = dangling(docker).await;
+    facts
+}
+
+async fn ours(docker: &Docker) -> (usize, usize) {
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "label".to_string(),
+            vec![LABEL_OWNER.to_string()],
+        )])),
+        ..Default::default()
+    };
+    let Ok(listed) = docker.list_containers(Some(options)).await else {
+        return (0, 0);
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let listed: Vec<_> = listed
+        .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_OWNER))
+                .is_some_and(|o| !o.is_empty())
+        })
+        .collect();
+    let expired = listed
+        .iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_DEADLINE))
+                .and_then(|d| d.parse::<u64>().ok())
+                .is_none_or(|d| d < now)
+        })
+        .count();
+    (listed.len(), expired)
+}
+
+async fn dangling(docker: &Docker) -> usize {
+    let options = ListImagesOptions {
+        all: true,
+        filters: Some(HashMap::from([
+            ("label".to_string(), vec![LABEL_ENV.to_string()]),
+            ("dangling".to_string(), vec!["true".to_string()]),
+        ])),
+        ..Default::default()
+    };
+    docker
+        .list_images(Some(options))
+        .await
+        .map(|l| l.len())
+        .unwrap_or(0)
+}
+
+/// The findings, in the order they are printed. Pure.
+pub fn assess(facts: &Facts) -> Vec<Finding> {
+    let finding = |verdict, check, detail: String, next: Option<&str>| Finding {
+        verdict,
+        check,
+        detail,
+        next: next.map(String::from),
+    };
+    if let Some(reason) = &facts.unreachable {
+        let first = reason.lines().next().unwrap_or_default().to_string();
+        return vec![finding(
+            Verdict::Fail,
+            "docker",
+            first,
+            Some(
+                "start Docker (e.g. `systemctl start docker`), or set DOCKER_HOST to the daemon you use",
+            ),
+        )];
+    }
+    let mut found = Vec::new();
+    let unknown = || "unknown".to_string();
+    found.push(finding(
+        Verdict::Ok,
+        "docker",
+        format!(
+            "Docker {} (API {}) at {}",
+            facts.version.clone().unwrap_or_else(unknown),
+            facts.api_version.clone().unwrap_or_else(unknown),
+            facts.host
+        ),
+        None,
+    ));
+    let gvisor = facts.runtimes.iter().any(|r| r == "runsc");
+    let in_use = facts
+        .runtime
+        .clone()
+        .or_else(|| {
+            facts
+                .default_runtime
+                .clone()
+                .map(|d| format!("{d} (the daemon's default)"))
+        })
+        .unwrap_or_else(unknown);
+    match &facts.runtime {
+        Some(runtime) if !facts.runtimes.contains(runtime) => found.push(finding(
+            Verdict::Fail,
+            "runtime",
+            format!("--runtime {runtime} is not registered with this daemon (it has: {})", facts.runtimes.join(", ")),
+            Some("register it in /etc/docker/daemon.json and reload dockerd (see SECURITY.md, Enabling gVisor)"),
+        )),
+        _ => found.push(finding(
+            if gvisor || facts.runtime.is_some() { Verdict::Ok } else { Verdict::Warn },
+            "runtime",
+            format!("{in_use}; gVisor (runsc) registered: {}", if gvisor { "yes" } else { "no" }),
+            (!gvisor).then_some("for kernel-level isolation install runsc and register it (SECURITY.md, Enabling gVisor), then use --runtime runsc"),
+        )),
+    }
+    let seccomp = facts.security_options.iter().any(|o| o.contains("seccomp"));
+    let apparmor = facts
+        .security_options
+        .iter()
+        .any(|o| o.contains("apparmor"));
+    found.push(finding(
+        if seccomp { Verdict::Ok } else { Verdict::Warn },
+        "seccomp",
+        format!(
+            "daemon reports {}",
+            if facts.security_options.is_empty() {
+                "no security options".to_string()
+            } else {
+                facts.security_options.join(", ")
+            }
+        ),
+        (!seccomp).then_some("use a Docker built with seccomp and do not run it with --seccomp-profile=unconfined: without it every system call is open to the code"),
+    ));
+    found.push(finding(
+        Verdict::Ok,
+        "apparmor",
+        if apparmor {
+            "reported by the daemon"
+        } else {
+            "not reported (fine where the host has no AppArmor)"
+        }
+        .to_string(),
+        None,
+    ));
+    found.push(finding(
+        Verdict::Ok,
+        "cgroup",
+        format!(
+            "version {}",
+            facts.cgroup_version.clone().unwrap_or_else(unknown)
+        ),
+        None,
+    ));
+    match facts.image_layout.as_deref() {
+        None => found.push(finding(
+            Verdict::Fail,
+            "image",
+            format!("{} not found", facts.image),
+            Some("build it with `make image` (or images/build.sh)"),
+        )),
+        Some("2") => found.push(finding(
+            Verdict::Ok,
+            "image",
+            format!("{} present", facts.image),
+            None,
+        )),
+        Some(_) => found.push(finding(
+            Verdict::Warn,
+            "image",
+            format!(
+                "{} predates unprivileged installs: executions work, installs are refused",
+                facts.image
+            ),
+            Some("rebuild it with `make image-rebuild`"),
+        )),
+    }
+    match facts.env {
+        None => found.push(finding(
+            Verdict::Ok,
+            "environment",
+            format!("{} not created yet: no packages installed", facts.env_tag),
+            None,
+        )),
+        Some((depth, size)) => found.push(finding(
+            Verdict::Ok,
+            "environment",
+            format!(
+                "{}: {depth} layer(s) above the base, {} MiB in all",
+                facts.env_tag,
+                size >> 20
+            ),
+            None,
+        )),
+    }
+    let (containers, expired) = facts.containers;
+    found.push(finding(
+        if expired > 0 { Verdict::Warn } else { Verdict::Ok },
+        "leftovers",
+        format!(
+            "{containers} container(s) of ours ({expired} past their deadline), {} image(s) no longer needed",
+            facts.dangling_images
+        ),
+        (expired > 0 || facts.dangling_images > 0).then_some(
+            "a running server reaps expired containers within 10 s; to clear by hand: \
+             docker rm -f $(docker ps -aq --filter label=mcp-python-executor) and \
+             docker image prune --filter label=mcp-python-executor.env",
+        ),
+    ));
+    found
+}
+
+/// The findings as text, one line each and the next step below a line that needs one.
+pub fn render(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    for finding in findings {
+        let verdict = match finding.verdict {
+            Verdict::Ok => "ok  ",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+        };
+        out.push_str(&format!(
+            "{verdict}  {:<12} {}\n",
+            finding.check, finding.detail
+        ));
+        if let Some(next) = &finding.next {
+            out.push_str(&format!("      {:<12} next: {next}\n", ""));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy() -> Facts {
+        Facts {
+            host: "unix:///var/run/docker.sock".into(),
+            version: Some("20.10.24".into()),
+            api_version: Some("1.41".into()),
+            default_runtime: Some("runc".into()),
+            runtimes: vec!["runc".into(), "runsc".into()],
+            security_options: vec!["name=seccomp,profile=default".into()],
+            cgroup_version: Some("1".into()),
+            image: "img".into(),
+            image_layout: Some("2".into()),
+            env_tag: "env:current".into(),
+            ..Facts::default()
+        }
+    }
+
+    fn verdict_of(findings: &[Finding], check: &str) -> Verdict {
+        findings.iter().find(|f| f.check == check).unwrap().verdict
+    }
+
+    #[test]
+    fn a_healthy_host_is_all_ok() {
+        let findings = assess(&healthy());
+        assert!(
+            findings.iter().all(|f| f.verdict == Verdict::Ok),
+            "{findings:?}"
+        );
+        assert!(render(&findings).contains("Docker 20.10.24 (API 1.41)"));
+    }
+
+    #[test]
+    fn an_unreachable_daemon_is_one_failure_with_the_next_step() {
+        let facts = Facts {
+            unreachable: Some("cannot reach Docker at tcp://x:1\nhint: …".into()),
+            ..Facts::default()
+        };
+        let findings = assess(&facts);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].verdict, Verdict::Fail);
+        assert!(findings[0].next.as_deref().unwrap().contains("DOCKER_HOST"));
+    }
+
+    #[test]
+    fn missing_seccomp_image_or_runtime_say_what_to_do() {
+        let mut facts = healthy();
+        facts.security_options.clear();
+        facts.image_layout = None;
+        facts.runtime = Some("kata".into());
+        let findings = assess(&facts);
+        assert_eq!(verdict_of(&findings, "seccomp"), Verdict::Warn);
+        assert_eq!(verdict_of(&findings, "image"), Verdict::Fail);
+        assert_eq!(verdict_of(&findings, "runtime"), Verdict::Fail);
+        let text = render(&findings);
+        assert!(text.contains("make image"), "{text}");
+        assert!(text.contains("not registered"), "{text}");
+    }
+
+    #[test]
+    fn leftovers_past_their_deadline_are_a_warning() {
+        let mut facts = healthy();
+        facts.containers = (3, 1);
+        assert_eq!(verdict_of(&assess(&facts), "leftovers"), Verdict::Warn);
+    }
+}
