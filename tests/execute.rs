@@ -166,3 +166,10 @@ async fn a_missing_image_says_how_to_build_it() {
     assert!(message.contains("make image"), "{message}");
     assert_no_containers(&sandbox).await;
 }
+
+#[tokio::test]
+async fn the_calls_own_uid_still_has_a_user_name_for_getpass() {
+    let sandbox = common::sandbox();
+    let result = common::run(&sandbox, "import getpass\nprint(getpass.getuser())").await;
+    assert_eq!(result.stdout, "sandbox\n", "{result:?}");
+}

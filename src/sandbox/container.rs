@@ -196,6 +196,9 @@ pub fn attached_body() -> ContainerCreateBody {
         env: Some(vec![
             "PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin".to_string(),
             "HOME=/tmp".to_string(),
+            // The call's uid has no passwd entry: `getpass.getuser()` reads these first.
+            "USER=sandbox".to_string(),
+            "LOGNAME=sandbox".to_string(),
             "LANG=C.UTF-8".to_string(),
             "PYTHONUNBUFFERED=1".to_string(),
             "PYTHONDONTWRITEBYTECODE=1".to_string(),
