@@ -256,7 +256,7 @@ async fn the_host_is_not_exposed() {
     assert_eq!(lines[0], "socket False", "{result:?}");
     assert_eq!(
         lines[1],
-        "env ['HOME', 'HOSTNAME', 'LANG', 'PATH', 'PYTHONDONTWRITEBYTECODE', 'PYTHONUNBUFFERED']",
+        "env ['HOME', 'HOSTNAME', 'LANG', 'LOGNAME', 'PATH', 'PYTHONDONTWRITEBYTECODE', 'PYTHONUNBUFFERED', 'USER']",
         "only the explicit environment reaches the code"
     );
     assert!(
