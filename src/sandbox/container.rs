@@ -29,9 +29,6 @@ pub const LABEL_DEADLINE: &str = "mcp-python-executor.deadline";
 pub const LABEL_WARM: &str = "mcp-python-executor.warm";
 /// Exit status of the runner when its stdin closes before a payload arrives.
 pub const NO_PAYLOAD: i64 = 125;
-/// The image's unprivileged user (images/Dockerfile). Calls no longer run as it: each runs as
-/// a uid of its own ([`call_uid`]); it stays for images and tools that expect it.
-pub const SANDBOX_USER: &str = "10001:10001";
 /// The uids calls run as: each container draws its own from this range, so no kernel
 /// per-user limit or counter (inotify instances, user watches, RLIMIT_NPROC, keyrings) is
 /// shared between calls. Above the ranges hosts give users, services and subordinate ids, and
@@ -42,11 +39,13 @@ pub const CALL_UIDS: std::ops::Range<u32> = 1_500_000_000..2_000_000_000;
 /// else (images/Dockerfile). Never root.
 pub const INSTALL_USER: &str = "10002:10002";
 /// The interpreter every container runs, by absolute path: the venv's link to the image's
-/// Python (executions run it as their init; installs under Docker's init and `timeout`). Install layers may never change it (`image::changes`), so no package's script
-/// named `python3` is ever run in its place.
+/// Python (executions run it as their init; installs under Docker's init and `timeout`).
+/// Install layers may never change it (`image::changes`), so no package's script named
+/// `python3` is ever run in its place.
 pub const VENV_PYTHON: &str = "/opt/venv/bin/python3";
-/// The in-container deadline, by absolute path: PATH starts with `/opt/venv/bin`, where a
-/// package may install a script called `timeout`.
+/// The install container's in-container deadline, by absolute path: PATH starts with
+/// `/opt/venv/bin`, where a package may install a script called `timeout`. (Executions keep
+/// their deadline in the runner itself.)
 pub const TIMEOUT: &str = "/usr/bin/timeout";
 /// Label on install containers: the environment tag they install into.
 pub const LABEL_INSTALL: &str = "mcp-python-executor.install";
@@ -226,7 +225,8 @@ pub fn ownership_labels(instance: &str, deadline: SystemTime) -> HashMap<String,
 }
 
 /// The isolation and limits every container gets, executions and installs alike: no
-/// capabilities, no new privileges, init, private IPC, memory without swap, CPU, processes,
+/// capabilities, no new privileges, Docker's init (executions turn it off: their runner is
+/// the init), private IPC, memory without swap, CPU, processes,
 /// file and output ulimits, a sized /tmp, no mounts, no devices, no logs.
 pub fn hardened_host_config(config: &SandboxConfig) -> HostConfig {
     let limits = &config.limits;
@@ -544,7 +544,11 @@ mod tests {
     fn the_install_container_never_runs_pip_as_root_nor_package_code() {
         let spec = install();
         assert_eq!(spec.user.as_deref(), Some(INSTALL_USER));
-        assert_ne!(spec.user.as_deref(), Some(SANDBOX_USER));
+        assert_ne!(
+            spec.user.as_deref(),
+            Some("10001:10001"),
+            "not the image's sandbox user"
+        );
         assert!(!spec.user.as_deref().unwrap().starts_with("0"));
         let cmd = spec.cmd.unwrap();
         assert_eq!(cmd[..5], ["/opt/venv/bin/python3", "-I", "-S", "-u", "-c"]);

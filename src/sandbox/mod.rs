@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use container::{
-    CALL_UIDS, INSTALL_USER, InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER,
-    SANDBOX_USER, VENV_PYTHON, container_spec, install_spec,
+    CALL_UIDS, InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, container_spec,
+    install_spec,
 };
 pub use output::CappedBuffer;
 pub use payload::ExecutionRequest;
@@ -344,11 +344,6 @@ impl Sandbox {
             _ = cancel.cancelled() => Err(SandboxError::Cancelled),
             _ = self.stopping.cancelled() => Err(SandboxError::ShuttingDown),
         }
-    }
-
-    /// Calls waiting for a slot right now.
-    pub fn queued(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
     }
 
     /// A guard for a new, uniquely named container of this instance.
