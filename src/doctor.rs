@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
-use bollard::query_parameters::{ListContainersOptions, ListImagesOptions};
+use bollard::query_parameters::ListImagesOptions;
 
 use crate::config::{EnvironmentConfig, SandboxConfig};
 use crate::docker::{LazyDocker, docker_host};
 use crate::image::{LABEL_DEPTH, LABEL_ENV};
-use crate::sandbox::{LABEL_DEADLINE, LABEL_OWNER};
+use crate::sandbox::{deadline, labelled_containers};
 
 /// How a finding reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,40 +116,14 @@ pub async fn gather(sandbox: &SandboxConfig, environment: &EnvironmentConfig) ->
 }
 
 async fn ours(docker: &Docker) -> (usize, usize) {
-    let options = ListContainersOptions {
-        all: true,
-        filters: Some(HashMap::from([(
-            "label".to_string(),
-            vec![LABEL_OWNER.to_string()],
-        )])),
-        ..Default::default()
-    };
-    let Ok(listed) = docker.list_containers(Some(options)).await else {
+    let Ok(listed) = labelled_containers(docker).await else {
         return (0, 0);
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let listed: Vec<_> = listed
-        .into_iter()
-        .filter(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_OWNER))
-                .is_some_and(|o| !o.is_empty())
-        })
-        .collect();
-    let expired = listed
-        .iter()
-        .filter(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_DEADLINE))
-                .and_then(|d| d.parse::<u64>().ok())
-                .is_none_or(|d| d < now)
-        })
-        .count();
+    let expired = listed.iter().filter(|c| deadline(c) < now).count();
     (listed.len(), expired)
 }
 

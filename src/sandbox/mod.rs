@@ -30,7 +30,7 @@ pub use container::{
 };
 pub use output::CappedBuffer;
 pub use payload::ExecutionRequest;
-pub use reaper::reap_expired;
+pub use reaper::{deadline, labelled_containers, reap_expired};
 pub use stream::run_attached;
 use stream::{Delivery, start_attached, stream_and_wait};
 

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptions;
 
 use super::START_TIMEOUT;
@@ -24,11 +25,12 @@ use super::container::{LABEL_DEADLINE, LABEL_OWNER, LABEL_WARM, NO_PAYLOAD, remo
 /// gives up on a start after [`START_TIMEOUT`]).
 const NEVER_STARTED: u64 = START_TIMEOUT.as_secs() * 2;
 
-/// Removes every labelled container whose deadline is before `now`; returns how many.
-pub async fn reap_expired(
+/// Every container a server of this project made (any state): labelled with a non-empty
+/// owner. An empty owner was inherited from an environment image, not set by a server: such
+/// a container is someone's own `docker run`, never ours.
+pub async fn labelled_containers(
     docker: &Docker,
-    now: SystemTime,
-) -> Result<usize, bollard::errors::Error> {
+) -> Result<Vec<ContainerSummary>, bollard::errors::Error> {
     let options = ListContainersOptions {
         all: true,
         filters: Some(HashMap::from([(
@@ -37,26 +39,45 @@ pub async fn reap_expired(
         )])),
         ..Default::default()
     };
+    let mut listed = docker.list_containers(Some(options)).await?;
+    listed.retain(|c| {
+        c.labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_OWNER))
+            .is_some_and(|owner| !owner.is_empty())
+    });
+    Ok(listed)
+}
+
+/// The Unix time after which any server may remove the container. A container with no
+/// readable deadline was not made by a current server: it counts as expired (0) rather than
+/// being kept forever.
+pub fn deadline(container: &ContainerSummary) -> u64 {
+    container
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_DEADLINE))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Removes every labelled container whose deadline is before `now`; returns how many.
+pub async fn reap_expired(
+    docker: &Docker,
+    now: SystemTime,
+) -> Result<usize, bollard::errors::Error> {
     let now_secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let mut reaped = 0;
-    for container in docker.list_containers(Some(options)).await? {
-        let labels = container.labels.unwrap_or_default();
-        // An empty owner was inherited from an environment image, not set by a server: such a
-        // container is someone's own `docker run`, never ours to remove.
-        if labels.get(LABEL_OWNER).is_none_or(|owner| owner.is_empty()) {
-            continue;
-        }
-        // A container with no readable deadline was not made by a current server: treat it as
-        // expired rather than keep it forever.
-        let deadline = labels
-            .get(LABEL_DEADLINE)
-            .and_then(|d| d.parse::<u64>().ok())
-            .unwrap_or(0);
+    for container in labelled_containers(docker).await? {
+        let deadline = deadline(&container);
+        let warm = container
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(LABEL_WARM));
         let Some(id) = container.id else { continue };
         if deadline >= now_secs
             && !never_started(container.state.as_ref(), container.created, now_secs)
-            && !(labels.contains_key(LABEL_WARM)
-                && orphaned(docker, &id, container.state.as_ref()).await)
+            && !(warm && orphaned(docker, &id, container.state.as_ref()).await)
         {
             continue;
         }
