@@ -96,6 +96,28 @@ async fn within_10s(done: impl Fn() -> bool) -> bool {
     done()
 }
 
+/// An `exec` (timeout 2 s, so its container's deadline is 12 s away) in the middle of a call
+/// that sleeps, once its container exists; and its instance id.
+async fn exec_mid_call() -> (std::process::Child, String) {
+    let mut server = Command::new(BINARY)
+        .args(["exec", "--timeout", "2"])
+        .env("RUST_LOG", "mcp_python_executor=debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    server
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"import time\ntime.sleep(600)")
+        .unwrap();
+    let instance = instance_from(server.stderr.take().unwrap());
+    wait_for_container(&instance).await;
+    (server, instance)
+}
+
 /// A server on stdio (never initialized) with a pool of 2, once both warm containers exist.
 async fn server_with_full_pool() -> (std::process::Child, String) {
     let mut server = Command::new(BINARY)
@@ -115,22 +137,8 @@ async fn server_with_full_pool() -> (std::process::Child, String) {
 
 #[tokio::test]
 async fn a_server_killed_mid_call_is_cleaned_up_by_the_next_start() {
-    let mut server = Command::new(BINARY)
-        .args(["exec", "--timeout", "2"])
-        .env("RUST_LOG", "mcp_python_executor=debug")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    server
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"import time\ntime.sleep(600)")
-        .unwrap();
-    let instance = instance_from(server.stderr.take().unwrap());
-    let orphans = wait_for_container(&instance).await;
+    let (mut server, instance) = exec_mid_call().await;
+    let orphans = containers_of(&instance);
     server.kill().unwrap(); // SIGKILL: no cleanup can run
     server.wait().unwrap();
     assert_eq!(
@@ -356,22 +364,7 @@ async fn a_killed_servers_containers_go_while_a_new_server_keeps_serving() {
     // One dead server had a call running (deadline: 2 s timeout + two 5 s graces), another a
     // full warm pool; both are SIGKILLed and a new server starts at once, as desktop clients
     // restart theirs. No restart after that: the new server's reaper must do it while serving.
-    let mut calling = Command::new(BINARY)
-        .args(["exec", "--timeout", "2"])
-        .env("RUST_LOG", "mcp_python_executor=debug")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    calling
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"import time\ntime.sleep(600)")
-        .unwrap();
-    let call_instance = instance_from(calling.stderr.take().unwrap());
-    wait_for_container(&call_instance).await;
+    let (mut calling, call_instance) = exec_mid_call().await;
     let (mut pooled, pool_instance) = server_with_full_pool().await;
     calling.kill().unwrap();
     pooled.kill().unwrap();

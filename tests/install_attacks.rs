@@ -11,28 +11,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bollard::query_parameters::ListImagesOptions;
-use common::{TestIndex, environment_with, run};
+use common::{TestIndex, environment_with, local_flags, run, strs};
 use mcp_python_executor::image::InstallError;
 use tokio_util::sync::CancellationToken;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mcp-python-executor");
 
 fn quiet(_: &str) {}
-
-fn local_flags(index: &TestIndex, extra: &[&str]) -> Vec<String> {
-    let mut flags = vec![
-        "--install-network".to_string(),
-        "host".to_string(),
-        "--pip-index-url".to_string(),
-        index.url.clone(),
-    ];
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    flags
-}
-
-fn strs(flags: &[String]) -> Vec<&str> {
-    flags.iter().map(String::as_str).collect()
-}
 
 /// What an execution sees of its identity (a uid of its own each call: compared by kind) and
 /// environment.

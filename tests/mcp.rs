@@ -112,24 +112,43 @@ async fn bad_arguments_are_refused_with_a_clear_message() {
     client.cancel().await.unwrap();
 }
 
-/// Raw JSON-RPC, because no typed client sends a lone surrogate or a 17 MiB line: each such
-/// request gets an error answer naming the problem (rather than the silence that leaves a
-/// client waiting), no container runs for it, and the server keeps serving.
-#[tokio::test]
-async fn invalid_surrogates_and_oversized_requests_get_clear_errors() {
+/// The binary on raw pipes, already sent `initialize` and `notifications/initialized`, for
+/// requests no typed client sends.
+async fn raw_server(
+    envs: &[(&str, &str)],
+) -> (
+    tokio::process::Child,
+    tokio::process::ChildStdin,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
-        .env("PYEXEC_MAX_INPUT", "64k")
+        .envs(envs.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdin = server.stdin.take().unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    for message in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    ] {
+        stdin.write_all(message.as_bytes()).await.unwrap();
+        stdin.write_all(b"\n").await.unwrap();
+    }
+    (server, stdin, lines)
+}
+
+/// Raw JSON-RPC, because no typed client sends a lone surrogate or a 17 MiB line: each such
+/// request gets an error answer naming the problem (rather than the silence that leaves a
+/// client waiting), no container runs for it, and the server keeps serving.
+#[tokio::test]
+async fn invalid_surrogates_and_oversized_requests_get_clear_errors() {
+    use tokio::io::AsyncWriteExt;
+    let (mut server, mut stdin, mut lines) = raw_server(&[("PYEXEC_MAX_INPUT", "64k")]).await;
     let big = "x".repeat(100_000);
     let messages = [
-        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#.to_string(),
-        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_string(),
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"execute_python","arguments":{"code":"print('\ud800')"}}}"#.to_string(),
         format!(r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"execute_python","arguments":{{"code":"{big}"}}}}}}"#),
         format!(r#"{{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{{"name":"execute_python","arguments":{{"code":"{}"}}}}}}"#, "x".repeat(17 << 20)),
@@ -184,21 +203,8 @@ async fn invalid_surrogates_and_oversized_requests_get_clear_errors() {
 /// is dropped in silence (rmcp's own limit counts the newline).
 #[tokio::test]
 async fn requests_at_the_size_boundary_are_all_answered() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
-        .env("PYEXEC_POOL_SIZE", "0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = server.stdin.take().unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
-    stdin.write_all(init.as_bytes()).await.unwrap();
-    stdin
-        .write_all(b"\n{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
-        .await
-        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    let (mut server, mut stdin, mut lines) = raw_server(&[("PYEXEC_POOL_SIZE", "0")]).await;
     let limit = 16 << 20;
     for (id, size) in [(2, limit - 1), (3, limit), (4, limit + 1)] {
         let head = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping""#);

@@ -6,29 +6,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestIndex, environment_with, run};
+use common::{TestIndex, environment_with, local_flags, run, strs};
 use mcp_python_executor::image::InstallError;
 use tokio_util::sync::CancellationToken;
 
 fn quiet(_: &str) {}
 
-fn local_flags(index: &TestIndex) -> Vec<String> {
-    vec![
-        "--install-network".into(),
-        "host".into(),
-        "--pip-index-url".into(),
-        index.url.clone(),
-    ]
-}
-
-fn strs(flags: &[String]) -> Vec<&str> {
-    flags.iter().map(String::as_str).collect()
-}
-
 #[tokio::test]
 async fn installed_packages_import_survive_a_restart_and_reinstall_is_a_no_op() {
     let index = TestIndex::start(&["pyexec-probe==1.0"], 0.0);
-    let flags = local_flags(&index);
+    let flags = local_flags(&index, &[]);
     let (sandbox, environment, cleanup) = environment_with(&strs(&flags));
     let cancel = CancellationToken::new();
 
@@ -84,7 +71,7 @@ async fn installed_packages_import_survive_a_restart_and_reinstall_is_a_no_op() 
 #[tokio::test]
 async fn a_failed_install_reports_pips_output_and_changes_nothing() {
     let index = TestIndex::start(&["pyexec-probe==1.0"], 0.0);
-    let flags = local_flags(&index);
+    let flags = local_flags(&index, &[]);
     let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
     let cancel = CancellationToken::new();
     environment
@@ -138,7 +125,7 @@ async fn bad_specs_are_refused_before_any_container() {
 async fn executions_do_not_wait_for_a_running_install() {
     // Every wheel download takes 4 s, so the install is still running while code executes.
     let index = TestIndex::start(&["pyexec-slow==1.0"], 4.0);
-    let flags = local_flags(&index);
+    let flags = local_flags(&index, &[]);
     let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
     let cancel = CancellationToken::new();
     let installing = {
@@ -163,7 +150,7 @@ async fn executions_do_not_wait_for_a_running_install() {
 #[tokio::test]
 async fn the_layer_chain_is_bounded_by_a_rebuild_from_the_base() {
     let index = TestIndex::start(&["pyexec-a==1.0", "pyexec-b==1.0", "pyexec-c==1.0"], 0.0);
-    let mut flags = local_flags(&index);
+    let mut flags = local_flags(&index, &[]);
     flags.extend(["--max-layers".to_string(), "2".to_string()]);
     let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
     let cancel = CancellationToken::new();
@@ -193,7 +180,7 @@ async fn the_layer_chain_is_bounded_by_a_rebuild_from_the_base() {
 #[tokio::test]
 async fn reset_goes_back_to_the_base() {
     let index = TestIndex::start(&["pyexec-probe==1.0"], 0.0);
-    let flags = local_flags(&index);
+    let flags = local_flags(&index, &[]);
     let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
     let cancel = CancellationToken::new();
     environment

@@ -230,6 +230,24 @@ impl TestIndex {
     }
 }
 
+/// Flags that point installs at `index` (install containers on the host network reach it on
+/// 127.0.0.1), plus `extra`.
+pub fn local_flags(index: &TestIndex, extra: &[&str]) -> Vec<String> {
+    let mut flags = vec![
+        "--install-network".to_string(),
+        "host".to_string(),
+        "--pip-index-url".to_string(),
+        index.url.clone(),
+    ];
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    flags
+}
+
+/// Borrows owned flags as the `&[&str]` the builders take.
+pub fn strs(flags: &[String]) -> Vec<&str> {
+    flags.iter().map(String::as_str).collect()
+}
+
 impl Drop for TestIndex {
     fn drop(&mut self) {
         let _ = self.child.kill();
