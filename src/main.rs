@@ -47,6 +47,7 @@ enum Command {
     /// Serve MCP on stdio (the default)
     Serve,
     /// Run a Python file once in the sandbox, print its output, exit with its exit code
+    /// (125 when the tool itself failed: Docker, the image, the request)
     Exec {
         /// The file to run; `-` or nothing reads the code from stdin
         file: Option<PathBuf>,
