@@ -77,6 +77,35 @@ pub struct SandboxArgs {
     #[arg(long, global = true, env = "PYEXEC_POOL_MAX_AGE", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(10..=3600))]
     pub pool_max_age: u64,
+
+    /// Text of an answer, both streams together (1k-64m; 64k is about 20k tokens): the start
+    /// and the end of each stream are kept, the middle is left out and marked
+    #[arg(long, global = true, env = "PYEXEC_MAX_ANSWER", default_value = "64k", value_parser = output_size)]
+    pub max_answer: u64,
+
+    /// Images returned per call, figures and image files together (0-64)
+    #[arg(long, global = true, env = "PYEXEC_MAX_IMAGES", default_value_t = 8,
+          value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub max_images: u64,
+
+    /// Largest image returned, encoded (64k-16m); larger ones are downscaled first
+    #[arg(long, global = true, env = "PYEXEC_MAX_IMAGE_SIZE", default_value = "1m",
+          value_parser = image_size)]
+    pub max_image_size: u64,
+
+    /// Files (figures included) returned per call from /tmp/outputs, in total (0-256m)
+    #[arg(long, global = true, env = "PYEXEC_MAX_FILES", default_value = "10m", value_parser = files_size)]
+    pub max_files: u64,
+
+    /// Host folder where each call's files and full output are also saved, under a folder
+    /// named after the call, and linked from the answer (default: not saved)
+    #[arg(long, global = true, env = "PYEXEC_OUTPUT_DIR", value_name = "DIR")]
+    pub output_dir: Option<std::path::PathBuf>,
+
+    /// Host folder mounted read-only at /workspace in every execution, so code can read your
+    /// data (default: none; never /, your home itself or a folder holding the Docker socket)
+    #[arg(long, global = true, env = "PYEXEC_WORKSPACE", value_name = "DIR")]
+    pub workspace: Option<std::path::PathBuf>,
 }
 
 /// The package environment: where installs go, how pip reaches its index, what to preinstall.
@@ -291,6 +320,21 @@ pub struct Limits {
     pub tmp_bytes: i64,
 }
 
+/// What comes back from a call besides its status: text sized for a model, figures, files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputConfig {
+    /// Bytes of stdout and stderr text in one answer, together.
+    pub max_answer_bytes: usize,
+    /// Images per answer.
+    pub max_images: usize,
+    /// Largest encoded image in an answer.
+    pub max_image_bytes: usize,
+    /// Bytes of files (figures included) a container may hand back.
+    pub max_files_bytes: usize,
+    /// Where each call's files and full output are also saved, when set.
+    pub output_dir: Option<std::path::PathBuf>,
+}
+
 /// Everything the sandbox needs to know, validated.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -308,6 +352,10 @@ pub struct SandboxConfig {
     pub limits: Limits,
     /// The warm pool.
     pub pool: PoolConfig,
+    /// Answers, figures and files.
+    pub outputs: OutputConfig,
+    /// Host folder mounted read-only at /workspace in executions (checked at start).
+    pub workspace: Option<std::path::PathBuf>,
 }
 
 /// How many containers wait, started, for a call, and for how long at most.
@@ -349,8 +397,93 @@ impl SandboxArgs {
                 size: self.pool_size as usize,
                 max_age: Duration::from_secs(self.pool_max_age),
             },
+            outputs: OutputConfig {
+                max_answer_bytes: self.max_answer as usize,
+                max_images: self.max_images as usize,
+                max_image_bytes: self.max_image_size as usize,
+                max_files_bytes: self.max_files as usize,
+                output_dir: match &self.output_dir {
+                    Some(dir) => Some(output_dir(dir)?),
+                    None => None,
+                },
+            },
+            workspace: match &self.workspace {
+                Some(dir) => Some(workspace(dir, &docker_socket(), home().as_deref())?),
+                None => None,
+            },
         })
     }
+}
+
+/// Creates the output folder if needed; refuses one that cannot be made or is not a folder.
+fn output_dir(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "--output-dir (PYEXEC_OUTPUT_DIR) {}: {e}; name a folder this user can write",
+            dir.display()
+        )
+    })?;
+    dir.canonicalize()
+        .map_err(|e| anyhow::anyhow!("--output-dir (PYEXEC_OUTPUT_DIR) {}: {e}", dir.display()))
+}
+
+/// The workspace folder, resolved; refused when mounting it would hand a program more than
+/// the user's data: the whole host (`/`), the user's home itself, or any folder holding the
+/// Docker socket (a read-only mount does not stop a connect to a socket).
+pub fn workspace(
+    dir: &std::path::Path,
+    docker_socket: &std::path::Path,
+    home: Option<&std::path::Path>,
+) -> anyhow::Result<std::path::PathBuf> {
+    let named = || format!("--workspace (PYEXEC_WORKSPACE) {}", dir.display());
+    let resolved = dir
+        .canonicalize()
+        .map_err(|e| anyhow::anyhow!("{}: {e}; name an existing folder", named()))?;
+    if !resolved.is_dir() {
+        anyhow::bail!("{} is not a folder", named());
+    }
+    if resolved == std::path::Path::new("/") {
+        anyhow::bail!(
+            "{} is the whole host; name the folder with your data",
+            named()
+        );
+    }
+    let socket = docker_socket
+        .canonicalize()
+        .unwrap_or_else(|_| docker_socket.to_path_buf());
+    if socket.starts_with(&resolved) {
+        anyhow::bail!(
+            "{} holds the Docker socket {}, which would give code control of Docker; name a \
+             folder with only your data",
+            named(),
+            socket.display()
+        );
+    }
+    if let Some(home) = home.and_then(|h| h.canonicalize().ok())
+        && resolved == home
+    {
+        anyhow::bail!(
+            "{} is your home folder itself (keys, tokens, browser profiles); name a folder \
+             inside it that holds the data",
+            named()
+        );
+    }
+    Ok(resolved)
+}
+
+/// The Docker socket's path on this host: `DOCKER_HOST` when it names a Unix socket, else the
+/// default.
+fn docker_socket() -> std::path::PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(std::path::PathBuf::from))
+        .unwrap_or_else(|| "/var/run/docker.sock".into())
+}
+
+fn home() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(Into::into)
 }
 
 impl Default for SandboxArgs {
@@ -403,6 +536,14 @@ fn memory_size(text: &str) -> Result<u64, String> {
 
 fn output_size(text: &str) -> Result<u64, String> {
     size_in(text, 1 << 10, 64 << 20, "1k", "64m")
+}
+
+fn image_size(text: &str) -> Result<u64, String> {
+    size_in(text, 64 << 10, 16 << 20, "64k", "16m")
+}
+
+fn files_size(text: &str) -> Result<u64, String> {
+    size_in(text, 0, 256 << 20, "0", "256m")
 }
 
 fn input_size(text: &str) -> Result<u64, String> {
@@ -475,5 +616,42 @@ mod tests {
         assert_eq!(config.limits.pids, 128);
         assert_eq!(config.limits.max_output_bytes, 1 << 20);
         assert!(config.concurrency >= 2);
+        assert_eq!(config.outputs.max_answer_bytes, 64 << 10);
+        assert_eq!(config.outputs.max_images, 8);
+        assert_eq!(config.outputs.max_image_bytes, 1 << 20);
+        assert_eq!(config.outputs.max_files_bytes, 10 << 20);
+        assert_eq!(config.outputs.output_dir, None);
+        assert_eq!(config.workspace, None);
+    }
+
+    #[test]
+    fn a_workspace_that_would_expose_the_host_is_refused() {
+        let root = std::env::temp_dir().join(format!("pyexec-ws-{}", std::process::id()));
+        let home = root.join("home");
+        let data = home.join("data");
+        let run = root.join("run");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&run).unwrap();
+        let socket = run.join("docker.sock");
+        std::fs::write(&socket, b"").unwrap();
+        let check = |dir: &std::path::Path| workspace(dir, &socket, Some(&home));
+        assert_eq!(check(&data).unwrap(), data.canonicalize().unwrap());
+        let refused = |dir: &std::path::Path, why: &str| {
+            let error = check(dir).unwrap_err().to_string();
+            assert!(error.contains(why), "{dir:?}: {error}");
+        };
+        refused(std::path::Path::new("/"), "whole host");
+        refused(&home, "home folder itself");
+        refused(&run, "Docker socket");
+        refused(&root, "Docker socket");
+        // A path with .. that resolves to the home is the home.
+        refused(&data.join(".."), "home folder itself");
+        refused(&root.join("missing"), "existing folder");
+        // A symlink to the socket's folder is that folder.
+        let link = data.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&run, &link).unwrap();
+        refused(&link, "Docker socket");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -5,6 +5,8 @@
 //! - [`config`]: every setting (flag, `PYEXEC_*` variable, default, range) and its validation.
 //! - [`stdio`]: the line gateway between the client's pipes and rmcp: bad requests get answers.
 //! - [`server`]: the MCP tools: argument structs, descriptions, results as MCP content.
+//! - [`attachments`]: figures and files a call hands back, as MCP content within limits, and
+//!   saved under `--output-dir`.
 //! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
 //!   the guard that removes it on every path, and the startup reaper.
 //! - [`docker`]: the lazy daemon connection and Docker errors turned into next steps.
@@ -13,6 +15,7 @@
 //!   layers, the cross-process install lock and the removal of superseded layers.
 //! - [`packages`]: package spec validation (PEP 508) and pip's argument vector.
 //! - [`progress`]: pip's output to the client, capped and coalesced through a bounded queue.
+//! - [`live`]: a running program's output to the client, coalesced and bounded.
 //!
 //! A call goes `server` → [`sandbox::Sandbox::execute`] → Docker, and back as an
 //! [`sandbox::ExecutionResult`] that `server` renders. `main.rs` only parses the command line
@@ -28,10 +31,12 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attachments;
 pub mod config;
 pub mod docker;
 pub mod doctor;
 pub mod image;
+pub mod live;
 pub mod packages;
 pub mod progress;
 pub mod sandbox;

@@ -174,6 +174,8 @@ async fn doctor(
 /// Serves MCP on stdio until the client disconnects or a signal arrives, then removes every
 /// container still running.
 async fn serve(sandbox: Arc<Sandbox>, environment: Arc<Environment>) -> anyhow::Result<ExitCode> {
+    // Executions that arrive before the preinstall is done wait for it.
+    environment.expect_preinstall();
     let (preparing, installing) = (sandbox.clone(), environment.clone());
     tokio::spawn(async move {
         if let Err(error) = preparing.prepare().await {

@@ -20,11 +20,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::attachments;
 use crate::config::SandboxConfig;
 use crate::docker::DockerError;
-use crate::image::{EnvState, Environment, InstallError, InstallReport};
+use crate::image::{EnvState, Environment, InstallError, InstallReport, Preinstall};
+use crate::live::Live;
 use crate::progress::Forwarder;
-use crate::sandbox::{ExecutionRequest, ExecutionResult, Sandbox, SandboxError};
+use crate::sandbox::{
+    ExecutionRequest, ExecutionResult, Returned, Sandbox, SandboxError, fit_both,
+};
 
 /// Arguments of `execute_python`, named exactly as the original TypeScript server's.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -32,8 +36,17 @@ pub struct ExecutePythonArgs {
     /// The Python source code to run as the main program.
     pub code: String,
     /// Lines given to the program as standard input (each followed by a newline), then EOF.
-    #[serde(rename = "inputData", default)]
+    // Described as a plain array (clients such as the MCP Inspector's CLI turn a nullable
+    // array into a string); `null` is still accepted, as the original server did.
+    #[serde(rename = "inputData", default, deserialize_with = "null_as_none")]
+    #[schemars(with = "Vec<String>")]
     pub input_data: Option<Vec<String>>,
+}
+
+fn null_as_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    Option::<Vec<String>>::deserialize(deserializer)
 }
 
 /// Arguments of `install_packages`, named exactly as the original server's.
@@ -67,7 +80,7 @@ pub struct ExecutionStatus {
     pub timed_out: bool,
     /// True when the program was killed for using more memory than allowed.
     pub oom_killed: bool,
-    /// True when output past the per-stream limit was dropped.
+    /// True when part of the output was left out (marked in the text where it was).
     pub truncated: bool,
     /// Run time in milliseconds.
     pub duration_ms: u64,
@@ -82,6 +95,8 @@ pub struct PythonExecutor {
     environment: Arc<Environment>,
     /// The tools, with descriptions that state the limits in force.
     tool_router: ToolRouter<Self>,
+    /// The least severe log notification the client wants (`logging/setLevel`).
+    log_level: Arc<std::sync::atomic::AtomicU8>,
 }
 
 #[tool_router]
@@ -101,6 +116,22 @@ impl PythonExecutor {
             sandbox,
             environment,
             tool_router,
+            log_level: Arc::new(std::sync::atomic::AtomicU8::new(severity(
+                DEFAULT_LOG_LEVEL,
+            ))),
+        }
+    }
+
+    /// Where one call's progress (or, without a progress token, log) notifications go.
+    fn notifier(&self, meta: &RequestMetaObject, peer: Peer<RoleServer>) -> Notifier {
+        Notifier {
+            token: meta.get_progress_token(),
+            logger: Logger {
+                peer: peer.clone(),
+                level: self.log_level.clone(),
+            },
+            peer,
+            sent: Arc::default(),
         }
     }
 
@@ -109,27 +140,82 @@ impl PythonExecutor {
     async fn execute_python(
         &self,
         Parameters(args): Parameters<ExecutePythonArgs>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
         cancel: CancellationToken,
     ) -> Result<CallToolResult, ErrorData> {
         let request = ExecutionRequest {
             code: args.code,
             input_lines: args.input_data.unwrap_or_default(),
         };
+        let notifier = self.notifier(&meta, peer);
+        let Some(note) = self.wait_for_preinstall(&notifier, &cancel).await else {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(
+                SandboxError::Cancelled.to_string(),
+            )]));
+        };
         // The first call learns which package environment is current (one inspect).
         if let Err(error) = self.environment.ensure_loaded().await {
             tracing::debug!(%error, "package environment not loaded");
         }
-        let mut outcome = self.sandbox.execute(&request, &cancel).await;
+        // With a progress token, output reaches the client while the program runs.
+        let live = notifier.token.is_some().then(|| {
+            Live::start(move |message| {
+                let notifier = notifier.clone();
+                async move { notifier.send(message).await }
+            })
+        });
+        let on_output = |stream, bytes: &[u8]| {
+            if let Some(live) = &live {
+                live.push(stream, bytes);
+            }
+        };
+        let mut outcome = self
+            .sandbox
+            .execute_live(&request, &cancel, &on_output)
+            .await;
         // Another server sharing the tag replaced the environment and removed the image this
         // one still pointed at: nothing ran (the create failed), so follow the tag and retry.
         if let Err(SandboxError::Docker(DockerError::ImageMissing { image })) = &outcome
             && **image != *self.sandbox.config().image
             && self.environment.follow_tag().await.unwrap_or(false)
         {
-            outcome = self.sandbox.execute(&request, &cancel).await;
+            outcome = self
+                .sandbox
+                .execute_live(&request, &cancel, &on_output)
+                .await;
+        }
+        if let Some(live) = live {
+            live.finish().await;
         }
         match outcome {
-            Ok(result) => Ok(render(result)),
+            Ok(mut result) => {
+                let outputs = self.sandbox.config().outputs.clone();
+                let returned = std::mem::take(&mut result.returned);
+                // The full (capped) output is saved only where there is a folder for it.
+                let output = match outputs.output_dir {
+                    Some(_) => (result.stdout.to_string(), result.stderr.to_string()),
+                    None => Default::default(),
+                };
+                let mut answer = render(result, outputs.max_answer_bytes);
+                if let Some(note) = note {
+                    answer.content.insert(0, ContentBlock::text(note));
+                }
+                if returned == Returned::default() && outputs.output_dir.is_none() {
+                    return Ok(answer);
+                }
+                let attached = tokio::task::spawn_blocking(move || {
+                    attachments::render(returned, (&output.0, &output.1), &outputs)
+                })
+                .await
+                .unwrap_or_else(|error| {
+                    vec![ContentBlock::text(format!(
+                        "note: the figures and files could not be returned: {error}"
+                    ))]
+                });
+                answer.content.extend(attached);
+                Ok(answer)
+            }
             Err(error @ SandboxError::RequestTooLarge { .. }) => {
                 Err(ErrorData::invalid_params(error.to_string(), None))
             }
@@ -138,6 +224,43 @@ impl PythonExecutor {
                 Ok(CallToolResult::error(vec![ContentBlock::text(
                     error.to_string(),
                 )]))
+            }
+        }
+    }
+
+    /// Waits while `PREINSTALLED_PACKAGES` are being installed, saying so every few seconds;
+    /// `None` when the call was cancelled meanwhile, else the note for the answer when the
+    /// preinstall failed.
+    async fn wait_for_preinstall(
+        &self,
+        notifier: &Notifier,
+        cancel: &CancellationToken,
+    ) -> Option<Option<String>> {
+        let mut state = self.environment.preinstall_state();
+        let started = std::time::Instant::now();
+        let specs = self.environment.config().preinstalled.join(" ");
+        loop {
+            let current = state.borrow_and_update().clone();
+            match current {
+                Preinstall::Running => {}
+                Preinstall::Failed(why) => {
+                    return Some(Some(format!(
+                        "note: PREINSTALLED_PACKAGES ({specs}) could not be installed, so this \
+                         call ran without them: {why}"
+                    )));
+                }
+                Preinstall::Done | Preinstall::NotAsked => return Some(None),
+            }
+            notifier
+                .send(format!(
+                    "waiting for PREINSTALLED_PACKAGES ({specs}) to finish installing: {} s so far",
+                    started.elapsed().as_secs()
+                ))
+                .await;
+            tokio::select! {
+                changed = state.changed() => if changed.is_err() { return Some(None) },
+                () = tokio::time::sleep(PREINSTALL_NOTICE_EVERY) => {}
+                () = cancel.cancelled() => return None,
             }
         }
     }
@@ -153,7 +276,7 @@ impl PythonExecutor {
         peer: Peer<RoleServer>,
         cancel: CancellationToken,
     ) -> Result<CallToolResult, ErrorData> {
-        let progress = PipProgress::new(meta, peer);
+        let progress = PipProgress::new(self.notifier(&meta, peer));
         let on_line = |line: &str| progress.forwarder.line(line);
         let installed = self
             .environment
@@ -178,13 +301,27 @@ impl PythonExecutor {
     #[tool(name = "list_packages")]
     async fn list_packages(&self) -> Result<CallToolResult, ErrorData> {
         match self.environment.ensure_loaded().await {
-            Ok(state) => Ok(render_package_list(&state)),
+            Ok(state) => {
+                let mut answer = render_package_list(&state);
+                if let Some((specs, running)) = self.environment.install_in_progress() {
+                    answer.content.push(ContentBlock::text(format!(
+                        "An install is in progress ({}, {} s so far): those packages are not \
+                         listed until it ends.",
+                        specs.join(" "),
+                        running.as_secs()
+                    )));
+                }
+                Ok(answer)
+            }
             Err(error) => Ok(CallToolResult::error(vec![ContentBlock::text(
                 error.to_string(),
             )])),
         }
     }
 }
+
+/// How often a call waiting for the preinstall says it still waits.
+const PREINSTALL_NOTICE_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Turns pip's output into MCP progress notifications when the client asked for progress (a
 /// token), and into log notifications otherwise, so a desktop client sees the install is
@@ -204,6 +341,8 @@ struct Notifier {
     token: Option<rmcp::model::ProgressToken>,
     /// Where notifications go.
     peer: Peer<RoleServer>,
+    /// Where messages go when there is no token.
+    logger: Logger,
     /// Messages sent so far: the progress value.
     sent: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -220,23 +359,13 @@ impl Notifier {
                     ProgressNotificationParam::new(token, count as f64).with_message(message);
                 let _ = self.peer.notify_progress(param).await;
             }
-            None => {
-                let param =
-                    LoggingMessageNotificationParam::new(LoggingLevel::Info, message.into())
-                        .with_logger("pip");
-                let _ = self.peer.notify_logging_message(param).await;
-            }
+            None => self.logger.log(LoggingLevel::Info, "pip", message).await,
         }
     }
 }
 
 impl PipProgress {
-    fn new(meta: RequestMetaObject, peer: Peer<RoleServer>) -> Self {
-        let send = Notifier {
-            token: meta.get_progress_token(),
-            peer,
-            sent: Arc::default(),
-        };
+    fn new(send: Notifier) -> Self {
         let forwarder = Forwarder::start({
             let send = send.clone();
             move |batch| {
@@ -258,8 +387,62 @@ impl PipProgress {
     }
 }
 
+/// Log notifications sent until the client picks a level: pip's progress and notices, not
+/// debugging chatter.
+#[allow(deprecated)]
+const DEFAULT_LOG_LEVEL: LoggingLevel = LoggingLevel::Info;
+
+/// A level's rank, least severe first (RFC 5424 order, as MCP uses it).
+#[allow(deprecated)]
+fn severity(level: LoggingLevel) -> u8 {
+    match level {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
+/// Sends log notifications to one client at or above the level it set.
+#[derive(Clone)]
+struct Logger {
+    peer: Peer<RoleServer>,
+    level: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl Logger {
+    #[allow(deprecated)]
+    async fn log(&self, level: LoggingLevel, logger: &str, message: String) {
+        if severity(level) < self.level.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let param = LoggingMessageNotificationParam::new(level, message.into()).with_logger(logger);
+        let _ = self.peer.notify_logging_message(param).await;
+    }
+}
+
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for PythonExecutor {
+    /// `logging/setLevel`: later log notifications below `level` are not sent. (The MCP
+    /// Inspector sends it at connect, since the server declares logging.)
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: rmcp::service::RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.log_level.store(
+            severity(request.level),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        tracing::debug!(level = ?request.level, "client set the log level");
+        Ok(())
+    }
+
     #[allow(deprecated)] // enable_logging: see PipProgress::line
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
@@ -287,20 +470,40 @@ pub fn execute_description(config: &SandboxConfig) -> String {
     } else {
         format!("Network: Docker network `{}`.", config.network)
     };
+    let outputs = &config.outputs;
+    let returned = if outputs.max_files_bytes > 0 {
+        format!(
+            " Figures come back as images: matplotlib needs no setup; call plt.show() or leave \
+             figures open. Files the program writes to /tmp/outputs/ come back too (images as \
+             images, text as text): at most {images} images (larger ones are downscaled), \
+             {files} MiB of files in all.",
+            images = outputs.max_images,
+            files = outputs.max_files_bytes as f64 / (1 << 20) as f64,
+        )
+    } else {
+        String::new()
+    };
+    let workspace = if config.workspace.is_some() {
+        " The user's data is readable (not writable) under /workspace."
+    } else {
+        ""
+    };
     format!(
         "Run Python 3 code in a fresh, isolated container and return its stdout, stderr and \
          exit code. Each call is a new interpreter: no variables, files or imports are kept \
          between calls. `inputData` lines are the program's stdin. The standard library and \
          packages installed with install_packages are available. {network} Only /tmp is \
-         writable ({tmp} MiB). Limits per call: {timeout} s wall clock, {memory} MiB memory, \
-         {cpus} CPU, {pids} processes, {output} KiB of output per stream (the rest is dropped). \
-         Print results you want to see.",
+         writable ({tmp} MiB).{workspace}{returned} Limits per call: {timeout} s wall clock, \
+         {memory} MiB memory, {cpus} CPU, {pids} processes. Output in the answer: {answer} KiB \
+         of text in all; past that the start and the end of each stream are kept (so the \
+         traceback is always there) and the middle is left out and marked. Print results you \
+         want to see; print summaries rather than whole large tables.",
         tmp = limits.tmp_bytes >> 20,
         timeout = limits.timeout.as_secs(),
         memory = limits.memory_bytes >> 20,
         cpus = limits.nano_cpus as f64 / 1e9,
         pids = limits.pids,
-        output = limits.max_output_bytes >> 10,
+        answer = outputs.max_answer_bytes >> 10,
     )
 }
 
@@ -351,20 +554,22 @@ pub fn render_package_list(state: &EnvState) -> CallToolResult {
     answer
 }
 
-/// Renders an execution as labelled text blocks plus the structured status fields.
-pub fn render(result: ExecutionResult) -> CallToolResult {
+/// Renders an execution as labelled text blocks plus the structured status fields, the text
+/// of both streams fitted to `max_answer` bytes (head and tail of each kept).
+pub fn render(result: ExecutionResult, max_answer: usize) -> CallToolResult {
     let failed = result.failed();
     let mut content = Vec::new();
-    if !result.stdout.is_empty() || result.stderr.is_empty() {
-        let stdout = if result.stdout.is_empty() {
+    let (stdout, stderr) = fit_both(&result.stdout, &result.stderr, max_answer);
+    if !stdout.is_empty() || stderr.is_empty() {
+        let stdout = if stdout.is_empty() {
             "(no output)"
         } else {
-            &result.stdout
+            &stdout
         };
         content.push(ContentBlock::text(format!("stdout:\n{stdout}")));
     }
-    if !result.stderr.is_empty() {
-        content.push(ContentBlock::text(format!("stderr:\n{}", result.stderr)));
+    if !stderr.is_empty() {
+        content.push(ContentBlock::text(format!("stderr:\n{stderr}")));
     }
     if failed {
         content.push(ContentBlock::text(status_line(&result)));
@@ -373,7 +578,7 @@ pub fn render(result: ExecutionResult) -> CallToolResult {
         exit_code: result.exit_code,
         timed_out: result.timed_out,
         oom_killed: result.oom_killed,
-        truncated: result.truncated,
+        truncated: result.truncated || stdout.omitted().is_some() || stderr.omitted().is_some(),
         duration_ms: result.duration_ms,
     };
     let mut answer = if failed {

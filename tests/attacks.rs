@@ -172,11 +172,15 @@ async fn a_gigabyte_to_stdout_is_capped_and_memory_stays_flat() {
     let (result, growth) = flood(code).await;
     assert!(result.truncated);
     assert_eq!(result.exit_code, 0, "{result:?}");
+    // The head and the tail are kept, with the middle counted.
     assert!(
-        result.stdout.ends_with("of 1073741824 bytes]"),
+        result.stdout.ends_with(&format!("{}\n", "y".repeat(1023))),
         "{}",
         &result.stdout[result.stdout.len() - 100..]
     );
+    let omitted = result.stdout.omitted().expect("a marker");
+    assert!(omitted.bytes >= (1 << 30) - (1 << 20) && omitted.bytes < 1 << 30);
+    assert!(omitted.lines >= (1 << 20) - 1024, "{omitted:?}");
     assert!(growth < FLAT, "server memory grew by {} MiB", growth >> 20);
 }
 
@@ -186,7 +190,9 @@ async fn a_flood_to_stderr_only_without_newlines_is_capped() {
     let (result, growth) = flood(code).await;
     assert!(result.truncated);
     assert_eq!(result.stdout, "");
-    assert!(result.stderr.ends_with("of 268435456 bytes]"));
+    assert!(result.stderr.ends_with('z'));
+    let omitted = result.stderr.omitted().expect("a marker");
+    assert_eq!((omitted.bytes, omitted.lines), ((256 << 20) - (1 << 20), 0));
     assert!(growth < FLAT, "server memory grew by {} MiB", growth >> 20);
 }
 
@@ -203,11 +209,18 @@ async fn binary_garbage_becomes_valid_text() {
 #[tokio::test]
 async fn a_multibyte_character_cut_at_the_cap_is_dropped_whole() {
     let sandbox = sandbox_with(&["--max-output", "1k"]);
-    // 1023 ASCII bytes, then 4-byte emoji: the cap falls inside the first emoji.
-    let result = run(&sandbox, "print('a' * 1023 + '🐍' * 10)").await;
+    // The head (512 bytes) ends inside the first 4-byte emoji, the tail (the last 512) starts
+    // inside the eleventh.
+    let result = run(
+        &sandbox,
+        "print('a' * 511 + '🐍' * 10 + 'b' * 600 + '🐍' * 10 + 'c' * 472)",
+    )
+    .await;
     assert!(result.truncated);
     let kept = result.stdout.lines().next().unwrap();
-    assert_eq!(kept, "a".repeat(1023), "{kept:?}");
+    assert_eq!(kept, "a".repeat(511), "{kept:?}");
+    let tail = result.stdout.lines().last().unwrap();
+    assert_eq!(tail, format!("{}{}", "🐍".repeat(9), "c".repeat(472)));
     assert!(!result.stdout.contains('\u{fffd}'));
     assert_still_serving(&sandbox).await;
 }
@@ -256,7 +269,7 @@ async fn the_host_is_not_exposed() {
     assert_eq!(lines[0], "socket False", "{result:?}");
     assert_eq!(
         lines[1],
-        "env ['HOME', 'HOSTNAME', 'LANG', 'LOGNAME', 'PATH', 'PYTHONDONTWRITEBYTECODE', 'PYTHONUNBUFFERED', 'USER']",
+        "env ['HOME', 'HOSTNAME', 'LANG', 'LOGNAME', 'MPLBACKEND', 'MPLCONFIGDIR', 'PATH', 'PYTHONDONTWRITEBYTECODE', 'PYTHONUNBUFFERED', 'USER']",
         "only the explicit environment reaches the code"
     );
     assert!(

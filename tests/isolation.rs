@@ -135,17 +135,18 @@ async fn output_is_capped_with_a_visible_marker() {
         result.exit_code, 0,
         "a capped program still finishes normally"
     );
-    assert!(result.stdout.starts_with(&"x".repeat(1024)));
+    // The first and the last half of the cap are kept, with one marker counting the middle.
+    let head = format!("{}\n[... ", "x".repeat(512));
+    assert!(result.stdout.starts_with(&head), "{}", result.stdout);
     assert!(
         result
             .stdout
-            .ends_with("[output truncated: showing the first 1024 of 100001 bytes]")
+            .ends_with(&format!("...]\n{}\n", "x".repeat(511)))
     );
-    assert!(
-        result
-            .stderr
-            .ends_with("[output truncated: showing the first 1024 of 5001 bytes]")
-    );
+    assert!(result.stdout.contains(" 98977 bytes "), "{}", result.stdout);
+    assert!(result.stderr.starts_with(&"y".repeat(512)));
+    assert!(result.stderr.contains(" 3977 bytes "), "{}", result.stderr);
+    assert!(result.stderr.ends_with(&format!("{}\n", "y".repeat(511))));
 }
 
 #[tokio::test]

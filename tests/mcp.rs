@@ -45,7 +45,13 @@ async fn tools_list_shows_execute_python_with_the_original_arguments() {
         .expect("execute_python listed");
     let schema = Value::Object((*tool.input_schema).clone());
     assert_eq!(schema["properties"]["code"]["type"], "string");
-    assert!(schema["properties"]["inputData"].is_object(), "{schema}");
+    // A plain array, as the original described it (a nullable one reaches some clients,
+    // the MCP Inspector's CLI among them, as a string).
+    assert_eq!(
+        schema["properties"]["inputData"]["type"], "array",
+        "{schema}"
+    );
+    assert_eq!(schema["properties"]["inputData"]["items"]["type"], "string");
     assert_eq!(schema["required"], json!(["code"]));
     let description = tool.description.as_deref().unwrap();
     assert!(
@@ -73,6 +79,9 @@ async fn a_call_returns_labelled_output_and_structured_status() {
     )
     .await;
     assert_eq!(text(&result), "stdout:\ncba\n");
+    // An explicit null is no input, as before.
+    let result = call(&client, json!({"code": "print('none')", "inputData": null})).await;
+    assert_eq!(text(&result), "stdout:\nnone\n");
     client.cancel().await.unwrap();
 }
 

@@ -1,8 +1,9 @@
 """Drives the server with the official MCP Python SDK (PyPI `mcp`), as a third-party client.
 
 Run by `make test` after the binary is built. Part 1 (execute_python): lists the tools, runs a
-program, feeds stdin, sees a traceback reported as an error. Part 2 (packages, needs PyPI):
-bad specs are refused, six==1.16.0 installs with progress and imports, a failing install
+program, feeds stdin, sees a traceback reported as an error, and gets a slow program's output
+live as progress notifications before the answer. Part 2 (packages, needs PyPI):
+bad specs are refused, logging/setLevel filters pip's log messages, six==1.16.0 installs with progress and imports, a failing install
 changes nothing, and a restart with PREINSTALLED_PACKAGES already baked installs nothing.
 No container may be left behind.
 Usage: python tests/official_client.py path/to/mcp-python-executor
@@ -82,6 +83,22 @@ async def execute_checks(session, _logs):
     assert failure.isError, failure
     assert "Traceback" in text_of(failure) and "JSONDecodeError" in text_of(failure)
 
+    # Live output: with a progress token, printed text arrives while the program runs.
+    progress = []
+
+    async def on_progress(value, total, message):
+        progress.append(message or "")
+
+    ticking = "import time\nfor i in range(4):\n    print('tick', i)\n    time.sleep(1)"
+    ticked = await session.call_tool(
+        "execute_python", {"code": ticking}, progress_callback=on_progress
+    )
+    assert not ticked.isError, ticked
+    assert text_of(ticked) == "stdout:\ntick 0\ntick 1\ntick 2\ntick 3\n", text_of(ticked)
+    carrying = [message for message in progress if "tick" in message]
+    assert len(carrying) >= 2, progress
+    assert "".join(carrying) == "tick 0\ntick 1\ntick 2\ntick 3\n", carrying
+
 
 async def refused(session, packages):
     try:
@@ -96,6 +113,13 @@ async def install_checks(session, logs):
     for bad in (["--index-url=https://evil.example/simple"], ["six @ https://evil.example/x.whl"], []):
         message = await refused(session, bad)
         assert message, bad
+
+    # logging/setLevel filters: pip's lines (without a progress token) are info messages.
+    await session.set_logging_level("error")
+    quiet = await session.call_tool("install_packages", {"packages": ["pyexec-not-on-any-index"]})
+    assert quiet.isError, text_of(quiet)
+    assert not logs, logs
+    await session.set_logging_level("info")
 
     progress = []
 
@@ -118,6 +142,7 @@ async def install_checks(session, logs):
     )
     assert failing.isError, text_of(failing)
     assert "unchanged" in text_of(failing), text_of(failing)
+    assert any("pyexec-no-such-package-on-any-index" in str(line) for line in logs), logs
     after = await session.call_tool("list_packages", {})
     assert text_of(before) == text_of(after), (text_of(before), text_of(after))
     assert "six==1.16.0" in text_of(after), text_of(after)

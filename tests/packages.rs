@@ -221,3 +221,80 @@ async fn six_installs_from_the_real_pypi() {
     let result = run(&sandbox, "import six\nprint(six.__version__)").await;
     assert_eq!(result.stdout, "1.16.0\n");
 }
+
+/// A server started with `PREINSTALLED_PACKAGES` (and the index flags as variables) on a tag
+/// of its own, driven over MCP.
+async fn server_preinstalling(
+    index: &TestIndex,
+    packages: &str,
+    tag: &str,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    use rmcp::ServiceExt;
+    use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+    let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
+        .configure(|cmd| {
+            cmd.env("PREINSTALLED_PACKAGES", packages)
+                .env("PYEXEC_ENV_TAG", tag)
+                .env("PYEXEC_INSTALL_NETWORK", "host")
+                .env("PIP_INDEX_URL", &index.url)
+                .stderr(std::process::Stdio::null());
+        });
+    ().serve(TokioChildProcess::new(command).unwrap())
+        .await
+        .expect("MCP handshake")
+}
+
+async fn execute(
+    client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
+    code: &str,
+) -> Vec<String> {
+    let params = rmcp::model::CallToolRequestParams::new("execute_python").with_arguments(
+        serde_json::json!({ "code": code })
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let answer = client.call_tool(params).await.unwrap();
+    answer
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_execution_right_after_start_waits_for_the_preinstall() {
+    // Each wheel download takes 3 s: the first call arrives well before the install ends.
+    let index = TestIndex::start(&["pyexec-ready==1.0"], 3.0);
+    let tag = format!(
+        "mcp-python-executor/env:test-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let _cleanup = common::TagCleanup(tag.clone(), "none".to_string());
+    let client = server_preinstalling(&index, "pyexec-ready==1.0", &tag).await;
+    let answer = execute(&client, "import pyexec_ready\nprint(pyexec_ready.VALUE)").await;
+    assert_eq!(answer, ["stdout:\npyexec-ready 1.0\n"]);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_preinstall_is_said_in_one_line_and_the_call_still_runs() {
+    let index = TestIndex::start(&["pyexec-elsewhere==1.0"], 0.0);
+    let tag = format!(
+        "mcp-python-executor/env:test-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let _cleanup = common::TagCleanup(tag.clone(), "none".to_string());
+    let client = server_preinstalling(&index, "pyexec-nowhere==1.0", &tag).await;
+    let answer = execute(&client, "print('ran')").await;
+    assert_eq!(answer.len(), 2, "{answer:?}");
+    assert!(
+        answer[0].starts_with(
+            "note: PREINSTALLED_PACKAGES (pyexec-nowhere==1.0) could not be installed"
+        ),
+        "{answer:?}"
+    );
+    assert_eq!(answer[0].lines().count(), 1, "{answer:?}");
+    assert_eq!(answer[1], "stdout:\nran\n");
+    client.cancel().await.unwrap();
+}

@@ -209,6 +209,19 @@ pub fn plan(
     })
 }
 
+/// Where `PREINSTALLED_PACKAGES` stand: executions that arrive while they install wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preinstall {
+    /// None asked for, or not this process's job (one-shot commands).
+    NotAsked,
+    /// Being checked or installed; executions wait.
+    Running,
+    /// Installed (or found installed).
+    Done,
+    /// The install failed; executions run without them and say so. The first line of why.
+    Failed(String),
+}
+
 /// The current package environment and the locks that serialize changes to it.
 pub struct Environment {
     /// Runs the install containers and is told which image executions use.
@@ -221,6 +234,10 @@ pub struct Environment {
     /// Held for a whole install or reset: changes happen one at a time in this process (the
     /// lock file does the same across processes).
     changing: Mutex<()>,
+    /// Where the preinstall stands; executions watch it.
+    preinstall: tokio::sync::watch::Sender<Preinstall>,
+    /// The specs of the install under way in this process, and when it started.
+    installing: std::sync::Mutex<Option<(Vec<String>, Instant)>>,
 }
 
 impl Environment {
@@ -230,7 +247,30 @@ impl Environment {
             config,
             state: Mutex::new(None),
             changing: Mutex::new(()),
+            preinstall: tokio::sync::watch::Sender::new(Preinstall::NotAsked),
+            installing: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Marks the preinstall as under way before it starts (the server calls this before it
+    /// answers anything), so that an execution arriving first waits for it.
+    pub fn expect_preinstall(&self) {
+        if !self.config.preinstalled.is_empty() {
+            self.preinstall.send_replace(Preinstall::Running);
+        }
+    }
+
+    /// Watches where the preinstall stands.
+    pub fn preinstall_state(&self) -> tokio::sync::watch::Receiver<Preinstall> {
+        self.preinstall.subscribe()
+    }
+
+    /// The install under way in this process, if any: its specs and how long it has run.
+    pub fn install_in_progress(&self) -> Option<(Vec<String>, Duration)> {
+        let installing = self.installing.lock().unwrap_or_else(|e| e.into_inner());
+        installing
+            .as_ref()
+            .map(|(specs, since)| (specs.clone(), since.elapsed()))
     }
 
     pub fn config(&self) -> &EnvironmentConfig {
@@ -340,6 +380,7 @@ impl Environment {
             return Ok(report(quick, Vec::new(), false));
         }
         let _changing = self.changing.lock().await;
+        let _shown = Installing::start(&self.installing, &specs);
         let _lock =
             lock::EnvLock::acquire(&self.config.state_dir, &self.config.env_tag, cancel).await?;
         // Under the lock the tag is the truth: another server may have moved it.
@@ -378,15 +419,28 @@ impl Environment {
     }
 
     /// Installs `--preinstalled` specs that are missing; costs one inspect when none are.
+    /// Executions wait for it while it runs (see [`Preinstall`]).
     pub async fn preinstall(&self) -> Result<Option<InstallReport>, InstallError> {
         if self.config.preinstalled.is_empty() {
             return Ok(None);
         }
+        self.preinstall.send_replace(Preinstall::Running);
         let log = |line: &str| tracing::info!(target: "pip", "{line}");
-        let report = self
+        let installed = self
             .install(&self.config.preinstalled, &log, &CancellationToken::new())
-            .await?;
-        Ok(Some(report))
+            .await;
+        self.preinstall.send_replace(match &installed {
+            Ok(_) => Preinstall::Done,
+            Err(error) => Preinstall::Failed(
+                error
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+        });
+        Ok(Some(installed?))
     }
 
     /// Forgets every installed package: removes the environment tag (and its images when
@@ -537,6 +591,26 @@ fn parse_packages_label(labels: &HashMap<String, String>) -> BTreeMap<String, (S
 }
 
 /// Keys a `{name: version}` map by PEP 503-normalized name, keeping the display name.
+/// Shows an install as under way for as long as it lives.
+struct Installing<'a>(&'a std::sync::Mutex<Option<(Vec<String>, Instant)>>);
+
+impl<'a> Installing<'a> {
+    fn start(
+        slot: &'a std::sync::Mutex<Option<(Vec<String>, Instant)>>,
+        specs: &[PackageSpec],
+    ) -> Self {
+        let shown = specs.iter().map(|s| s.requirement.clone()).collect();
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((shown, Instant::now()));
+        Self(slot)
+    }
+}
+
+impl Drop for Installing<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 pub fn normalize_package_map(raw: BTreeMap<String, String>) -> BTreeMap<String, (String, String)> {
     raw.into_iter()
         .map(|(name, version)| (normalize_name(&name), (name, version)))

@@ -11,7 +11,10 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountBindOptions,
+    MountBindOptionsPropagationEnum, MountType, ResourcesUlimits,
+};
 use bollard::query_parameters::RemoveContainerOptions;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::TaskTracker;
@@ -53,6 +56,10 @@ pub const LABEL_INSTALL: &str = "mcp-python-executor.install";
 const INSTALL_FSIZE: i64 = 4 << 30;
 /// Extra seconds the in-container deadline and the reaper give beyond the call's timeout.
 const GRACE: Duration = Duration::from_secs(5);
+/// Where `--workspace` appears in executions.
+pub const WORKSPACE: &str = "/workspace";
+/// Matplotlib's config and font cache: /tmp is the only writable place.
+const MPL_CONFIG_DIR: &str = "/tmp/.config/matplotlib";
 
 /// Docker's create body for one execution of `image`: hardened, limited, labelled.
 ///
@@ -82,8 +89,33 @@ pub fn container_spec(
     if let Some(ulimits) = host_config.ulimits.as_mut() {
         ulimits.push(ulimit("cpu", cpu_seconds));
     }
+    // The user's data, read-only, when they chose to share a folder (never in installs).
+    if let Some(workspace) = &config.workspace {
+        host_config.mounts = Some(vec![Mount {
+            target: Some(WORKSPACE.to_string()),
+            source: Some(workspace.display().to_string()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            bind_options: Some(MountBindOptions {
+                propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+                non_recursive: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+    }
+    let mut env = attached_body().env.unwrap_or_default();
+    // Matplotlib draws headless; figures come back when files may (see runner.py).
+    let backend = if config.outputs.max_files_bytes > 0 {
+        "module://pyexec_figures"
+    } else {
+        "Agg"
+    };
+    env.push(format!("MPLBACKEND={backend}"));
+    env.push(format!("MPLCONFIGDIR={MPL_CONFIG_DIR}"));
     ContainerCreateBody {
         image: Some(image.to_string()),
+        env: Some(env),
         // The group is the uid too: nothing else in the container or on the host has it.
         user: Some(format!("{uid}:{uid}")),
         // The runner is the container's init and keeps the deadline itself: no process the

@@ -6,6 +6,7 @@
 //! knows about MCP.
 
 mod container;
+mod files;
 mod output;
 mod payload;
 mod pool;
@@ -28,8 +29,9 @@ pub use container::{
     CALL_UIDS, InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, container_spec,
     install_spec,
 };
-pub use output::CappedBuffer;
-pub use payload::ExecutionRequest;
+pub use files::{FileKind, LeftOut, Returned, ReturnedFile};
+pub use output::{CappedBuffer, Omitted, Text, complete_prefix_len, fit_both};
+pub use payload::{Bundle, ExecutionRequest};
 pub use reaper::{deadline, labelled_containers, reap_expired};
 pub use stream::run_attached;
 use stream::{Delivery, start_attached, stream_and_wait};
@@ -52,10 +54,11 @@ const REMOVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// What one execution produced.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]
 pub struct ExecutionResult {
-    /// Everything the program wrote to stdout (capped; see `truncated`).
-    pub stdout: String,
-    /// Everything the program wrote to stderr (capped; see `truncated`).
-    pub stderr: String,
+    /// Everything the program wrote to stdout (its head and tail when over the cap; see
+    /// `truncated`).
+    pub stdout: Text,
+    /// Everything the program wrote to stderr (likewise).
+    pub stderr: Text,
     /// The program's exit status; 137 when it was killed.
     pub exit_code: i64,
     /// True when the program ran past the time limit and was killed.
@@ -66,6 +69,10 @@ pub struct ExecutionResult {
     pub truncated: bool,
     /// Time from the container's start to the program's end, in milliseconds.
     pub duration_ms: u64,
+    /// Figures and files the program handed back.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub returned: Returned,
 }
 
 impl ExecutionResult {
@@ -106,7 +113,7 @@ pub enum Stream {
 }
 
 /// How one attached container run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOutcome {
     /// Exit status; 137 when killed.
     pub exit_code: i64,
@@ -116,6 +123,8 @@ pub struct RunOutcome {
     pub oom_killed: bool,
     /// Time from start to the end of its output.
     pub duration_ms: u64,
+    /// The files the runner handed back after its trailer.
+    pub bundle: Bundle,
 }
 
 /// Runs code in fresh containers, one per call, at most `concurrency` at once.
@@ -254,12 +263,24 @@ impl Sandbox {
         request: &ExecutionRequest,
         cancel: &CancellationToken,
     ) -> Result<ExecutionResult, SandboxError> {
+        self.execute_live(request, cancel, &|_, _| {}).await
+    }
+
+    /// [`Sandbox::execute`], with each chunk of output also given to `live` as it arrives
+    /// (it must not wait).
+    pub async fn execute_live(
+        &self,
+        request: &ExecutionRequest,
+        cancel: &CancellationToken,
+        live: &(dyn Fn(Stream, &[u8]) + Send + Sync),
+    ) -> Result<ExecutionResult, SandboxError> {
         // Refused before it waits; framed only once it has a slot, so a waiting call holds no
         // copy of its code.
         request.check_size(self.config.limits.max_input_bytes)?;
         let permit = self.acquire(cancel).await?;
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let payload = request.encode(self.config.limits.max_input_bytes, &token)?;
+        let files_budget = self.config.outputs.max_files_bytes;
+        let payload = request.encode(self.config.limits.max_input_bytes, &token, files_budget)?;
         let image = self.current_image();
         // Whichever path the call takes, the pool refills after it, never during it.
         let _refill = RefillAfter(&self.pool);
@@ -289,12 +310,14 @@ impl Sandbox {
                 payload: &payload,
                 timeout: limits.timeout,
                 token: Some(&token),
+                max_bundle: files_budget + files::MANIFEST_MAX,
             };
             let outcome = stream_and_wait(docker, name, &image, streams, delivery, &mut |s, b| {
-                output.push(s, b)
+                output.push(s, b);
+                live(s, b);
             })
             .await?;
-            Ok(output.finish(outcome))
+            Ok(output.finish(outcome, files_budget))
         })
         .await
     }
@@ -493,7 +516,7 @@ impl Output {
         }
     }
 
-    fn finish(self, outcome: RunOutcome) -> ExecutionResult {
+    fn finish(self, outcome: RunOutcome, files_budget: usize) -> ExecutionResult {
         let truncated = self.stdout.truncated() || self.stderr.truncated();
         ExecutionResult {
             stdout: self.stdout.into_text(),
@@ -503,6 +526,7 @@ impl Output {
             oom_killed: outcome.oom_killed,
             truncated,
             duration_ms: outcome.duration_ms,
+            returned: Returned::from_bundle(outcome.bundle, files_budget),
         }
     }
 }

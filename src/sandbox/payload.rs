@@ -56,10 +56,16 @@ impl ExecutionRequest {
 
     /// The bytes to write to the container's stdin, or an error if the request is too large.
     /// `token` (no whitespace) comes back in the runner's end-of-program trailer.
-    pub fn encode(&self, max_input_bytes: usize, token: &str) -> Result<Vec<u8>, SandboxError> {
+    /// `files_budget` is how many bytes of files the runner may hand back (0: none).
+    pub fn encode(
+        &self,
+        max_input_bytes: usize,
+        token: &str,
+        files_budget: usize,
+    ) -> Result<Vec<u8>, SandboxError> {
         self.check_size(max_input_bytes)?;
         let size = self.size();
-        let header = format!("{} {token}\n", self.code.len());
+        let header = format!("{} {token} {files_budget}\n", self.code.len());
         let mut payload = Vec::with_capacity(header.len() + size);
         payload.extend_from_slice(header.as_bytes());
         payload.extend_from_slice(self.code.as_bytes());
@@ -71,56 +77,92 @@ impl ExecutionRequest {
     }
 }
 
-/// Finds the runner's trailer, `NUL "pyexec-exit <token> <status>" LF`, at the end of one
-/// output stream, holding back the few bytes that could be its start so it never reaches the
-/// output. Once the trailer is seen, whatever else arrives on the stream (a background process
-/// outliving the program) is dropped: the call is over.
+/// Finds the runner's trailer, `NUL "pyexec-exit <token> <status>[ <length>]" LF`, at the end
+/// of one output stream, holding back the few bytes that could be its start so it never
+/// reaches the output; with a length, the bundle of returned files that follows it is
+/// collected too (up to a cap; a larger one is refused, not read). Once the trailer (and its
+/// bundle) is in, whatever else arrives on the stream (a background process outliving the
+/// program) is dropped: the call is over.
 #[derive(Debug)]
 pub struct Trailer {
     /// `NUL "pyexec-exit <token> "`.
     prefix: Vec<u8>,
     /// Bytes not yet passed on: they might be the start of the trailer.
     held: Vec<u8>,
-    /// The program's exit status, once the trailer has been seen.
-    status: Option<i64>,
+    /// The status line, once seen: the status and the bundle's declared length.
+    line: Option<(i64, usize)>,
+    /// The bundle so far.
+    bundle: Vec<u8>,
+    /// Largest bundle accepted.
+    max_bundle: usize,
 }
 
-/// Longest status text after the prefix, newline included ("255\n").
-const STATUS_MAX: usize = 4;
+/// What came after the trailer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bundle {
+    /// No files were returned (or none were asked for).
+    None,
+    /// The runner's bundle, whole.
+    Whole(Vec<u8>),
+    /// The runner declared more than the cap: not read.
+    Refused(usize),
+}
+
+/// Longest status line after the prefix, newline included ("255 " + 20 digits + "\n").
+const STATUS_MAX: usize = 25;
 
 impl Trailer {
-    pub fn new(token: &str) -> Self {
+    /// A trailer finder for `token`, accepting a bundle of at most `max_bundle` bytes.
+    pub fn new(token: &str, max_bundle: usize) -> Self {
         let mut prefix = b"\0pyexec-exit ".to_vec();
         prefix.extend_from_slice(token.as_bytes());
         prefix.push(b' ');
         Self {
             prefix,
             held: Vec::new(),
-            status: None,
+            line: None,
+            bundle: Vec::new(),
+            max_bundle,
         }
     }
 
-    /// The exit status the trailer carried, once seen.
+    /// The exit status the trailer carried, once it and its bundle are in.
     pub fn status(&self) -> Option<i64> {
-        self.status
+        let (status, length) = self.line?;
+        (length > self.max_bundle || self.bundle.len() >= length).then_some(status)
+    }
+
+    /// The bundle that followed the trailer (call once the status is known).
+    pub fn take_bundle(&mut self) -> Bundle {
+        match self.line {
+            Some((_, length)) if length > self.max_bundle => Bundle::Refused(length),
+            Some((_, length)) if length > 0 && self.bundle.len() == length => {
+                Bundle::Whole(std::mem::take(&mut self.bundle))
+            }
+            _ => Bundle::None,
+        }
     }
 
     /// Takes a chunk of the stream; passes on to `out` what is certainly program output.
     pub fn push(&mut self, chunk: &[u8], out: &mut dyn FnMut(&[u8])) {
-        if self.status.is_some() {
+        if let Some((_, length)) = self.line {
+            if length <= self.max_bundle {
+                let room = length - self.bundle.len().min(length);
+                self.bundle
+                    .extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
             return;
         }
         self.held.extend_from_slice(chunk);
         if let Some(at) = find(&self.held, &self.prefix) {
             let rest = &self.held[at + self.prefix.len()..];
             if let Some(end) = rest.iter().position(|&b| b == b'\n') {
-                if let Some(status) = std::str::from_utf8(&rest[..end])
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                {
+                if let Some(line) = parse_line(&rest[..end]) {
                     out(&self.held[..at]);
-                    self.held = Vec::new();
-                    self.status = Some(status);
+                    let after = at + self.prefix.len() + end + 1;
+                    let held = std::mem::take(&mut self.held);
+                    self.line = Some(line);
+                    self.push(&held[after..], out);
                     return;
                 }
             } else if rest.len() < STATUS_MAX {
@@ -130,21 +172,36 @@ impl Trailer {
                 return;
             }
         }
-        let keep = self.prefix.len() + STATUS_MAX;
-        if self.held.len() > keep {
-            let pass = self.held.len() - keep;
-            out(&self.held[..pass]);
-            self.held.drain(..pass);
-        }
+        // Only bytes from a NUL on can be the trailer's start: everything before the last NUL
+        // (or all of it, when what follows that NUL cannot begin the trailer) is output now,
+        // so a program's output is never held back waiting for more.
+        let pass = match self.held.iter().rposition(|&b| b == 0) {
+            Some(at) if self.prefix.starts_with(&self.held[at..]) => at,
+            _ => self.held.len(),
+        };
+        out(&self.held[..pass]);
+        self.held.drain(..pass);
     }
 
     /// The stream ended: passes on whatever was held back.
     pub fn finish(&mut self, out: &mut dyn FnMut(&[u8])) {
-        if self.status.is_none() {
+        if self.line.is_none() {
             out(&self.held);
         }
         self.held.clear();
     }
+}
+
+/// `<status>` or `<status> <length>`.
+fn parse_line(line: &[u8]) -> Option<(i64, usize)> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut fields = line.split(' ');
+    let status = fields.next()?.parse().ok()?;
+    let length = match fields.next() {
+        Some(length) => length.parse().ok()?,
+        None => 0,
+    };
+    fields.next().is_none().then_some((status, length))
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -158,20 +215,20 @@ mod tests {
     #[test]
     fn payload_is_length_code_then_stdin_lines() {
         let request = ExecutionRequest::new("print(input())").with_input(["a", "b"]);
-        let payload = request.encode(1 << 20, "t0k").unwrap();
-        assert_eq!(payload, b"14 t0k\nprint(input())a\nb\n");
+        let payload = request.encode(1 << 20, "t0k", 9).unwrap();
+        assert_eq!(payload, b"14 t0k 9\nprint(input())a\nb\n");
     }
 
     #[test]
     fn no_input_means_empty_stdin() {
-        let payload = ExecutionRequest::new("x = 1").encode(100, "t").unwrap();
-        assert_eq!(payload, b"5 t\nx = 1");
+        let payload = ExecutionRequest::new("x = 1").encode(100, "t", 0).unwrap();
+        assert_eq!(payload, b"5 t 0\nx = 1");
     }
 
     #[test]
     fn length_counts_bytes_not_characters() {
-        let payload = ExecutionRequest::new("'é'").encode(100, "t").unwrap();
-        assert!(payload.starts_with(b"4 t\n"));
+        let payload = ExecutionRequest::new("'é'").encode(100, "t", 0).unwrap();
+        assert!(payload.starts_with(b"4 t 0\n"));
     }
 
     fn through(trailer: &mut Trailer, chunks: &[&[u8]]) -> Vec<u8> {
@@ -185,7 +242,7 @@ mod tests {
 
     #[test]
     fn the_trailer_is_found_across_chunks_and_never_shown() {
-        let mut trailer = Trailer::new("abc");
+        let mut trailer = Trailer::new("abc", 0);
         let out = through(
             &mut trailer,
             &[b"hello\n\0pyexec-ex", b"it abc 3", b"\nlate"],
@@ -195,8 +252,51 @@ mod tests {
     }
 
     #[test]
+    fn a_bundle_after_the_trailer_is_collected_and_never_shown() {
+        let mut trailer = Trailer::new("abc", 100);
+        let out = through(
+            &mut trailer,
+            &[b"hi\n\0pyexec-exit abc 0 1", b"0\n0123", b"456789late"],
+        );
+        assert_eq!(out, b"hi\n");
+        assert_eq!(trailer.status(), Some(0));
+        assert_eq!(trailer.take_bundle(), Bundle::Whole(b"0123456789".to_vec()));
+        // The status waits for the whole bundle.
+        let mut trailer = Trailer::new("abc", 100);
+        through(&mut trailer, &[b"\0pyexec-exit abc 1 10\n0123"]);
+        assert_eq!(trailer.status(), None);
+        // A declared length over the cap is refused without being read.
+        let mut trailer = Trailer::new("abc", 5);
+        through(&mut trailer, &[b"\0pyexec-exit abc 0 10\n0123"]);
+        assert_eq!(trailer.status(), Some(0));
+        assert_eq!(trailer.take_bundle(), Bundle::Refused(10));
+        // No length, or zero: no bundle.
+        let mut trailer = Trailer::new("abc", 5);
+        through(&mut trailer, &[b"\0pyexec-exit abc 0 0\nx"]);
+        assert_eq!(
+            (trailer.status(), trailer.take_bundle()),
+            (Some(0), Bundle::None)
+        );
+    }
+
+    #[test]
+    fn output_is_passed_on_at_once_unless_it_may_be_the_trailers_start() {
+        let mut trailer = Trailer::new("abc", 0);
+        let mut out = Vec::new();
+        trailer.push(b"tick 0\n", &mut |b| out.extend_from_slice(b));
+        assert_eq!(out, b"tick 0\n", "nothing held back");
+        trailer.push(b"a\0b\0pyexec", &mut |b| out.extend_from_slice(b));
+        assert_eq!(out, b"tick 0\na\0b", "held: what may begin the trailer");
+        trailer.push(b"-exit abd", &mut |b| out.extend_from_slice(b));
+        assert_eq!(
+            out, b"tick 0\na\0b\0pyexec-exit abd",
+            "not the trailer after all"
+        );
+    }
+
+    #[test]
     fn a_stream_without_trailer_is_passed_on_whole() {
-        let mut trailer = Trailer::new("abc");
+        let mut trailer = Trailer::new("abc", 0);
         let long = vec![b'x'; 1000];
         let out = through(&mut trailer, &[&long, b"\0pyexec-exit wrong 0\n", b"end"]);
         let mut expected = long.clone();
@@ -208,7 +308,7 @@ mod tests {
     #[test]
     fn oversized_request_is_refused_with_sizes() {
         let request = ExecutionRequest::new("x".repeat(50)).with_input(["y".repeat(60)]);
-        let error = request.encode(100, "t").unwrap_err();
+        let error = request.encode(100, "t", 0).unwrap_err();
         assert!(matches!(
             error,
             SandboxError::RequestTooLarge {

@@ -12,6 +12,10 @@
 #   (it is the container's init), and when the child is gone ends both streams with a trailer,
 #   NUL "pyexec-exit <token> <status>" LF, carrying the status the kernel reported (128 +
 #   signal for a killed child); then it exits, which ends the container and everything in it.
+#   When the call allows files back (a budget in the header), the stdout trailer also carries
+#   the length of a bundle that follows it: a JSON manifest line, then the bytes of each file
+#   -- the figures the program drew, then what it left in /tmp/outputs -- within the budget.
+#   Only regular files are read (no link is followed, nothing blocks); the rest is listed.
 #   The server can answer without waiting for the container to stop. Whatever the program
 #   writes is relayed as output; it cannot end the streams early, since it does not know the
 #   token. At the deadline the supervisor exits with 137, so an orphaned container (its server
@@ -130,6 +134,65 @@ def _print_exception(error, tb):
     traceback.print_exception(type(error), error, tb)
 
 
+_FIGURES = "/tmp/.pyexec-figures"
+_OUTPUTS = "/tmp/outputs"
+# Figures saved per call at most; the server returns fewer (--max-images).
+_MAX_FIGURES = 64
+_saved_figures = [0]
+
+# The matplotlib backend `MPLBACKEND=module://pyexec_figures` names: Agg, with a show() that
+# keeps each figure for the answer. Its module exists only once matplotlib asks for it.
+_BACKEND = """
+from matplotlib.backends.backend_agg import FigureCanvasAgg as FigureCanvas
+from matplotlib.backend_bases import FigureManagerBase as FigureManager
+
+
+def show(*args, **kwargs):
+    _save_figures(close=True)
+"""
+
+
+def _save_figures(close):
+    """Saves every open figure as a PNG for the answer, in the order they were made."""
+    helpers = sys.modules.get("matplotlib._pylab_helpers")
+    if helpers is None:
+        return
+    managers = sorted(helpers.Gcf.get_all_fig_managers(), key=lambda m: m.num)
+    for manager in managers:
+        if _saved_figures[0] >= _MAX_FIGURES:
+            break
+        _saved_figures[0] += 1
+        try:
+            os.makedirs(_FIGURES, 0o700, exist_ok=True)
+            path = "%s/figure-%03d.png" % (_FIGURES, _saved_figures[0])
+            manager.canvas.figure.savefig(path, format="png")
+        except Exception as error:
+            sys.stderr.write("pyexec: a figure could not be saved: %r\n" % (error,))
+    if close and managers:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
+class _BackendFinder:
+    """Imports `pyexec_figures` from `_BACKEND`; every other name is someone else's."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "pyexec_figures":
+            return None
+        import importlib.util
+
+        return importlib.util.spec_from_loader(name, _BackendFinder)
+
+    @staticmethod
+    def create_module(spec):
+        return None
+
+    @staticmethod
+    def exec_module(module):
+        module.__dict__["_save_figures"] = _save_figures
+        exec(compile(_BACKEND, "<pyexec_figures>", "exec"), module.__dict__)
+
+
 def _child(code_pipe, exit):
     """Runs the program; never returns."""
     import types
@@ -153,6 +216,8 @@ def _child(code_pipe, exit):
     path = "/tmp/main.py"
     with open(path, "wb") as file:
         file.write(source)
+    if os.environ.get("MPLBACKEND") == "module://pyexec_figures":
+        sys.meta_path.append(_BackendFinder)
     main = types.ModuleType("__main__")
     main.__file__ = path
     main.__builtins__ = __builtins__
@@ -183,6 +248,12 @@ def _child(code_pipe, exit):
             threading._shutdown()
     except BaseException:
         pass
+    # Figures still open when the program ends come back too (before atexit: pyplot's own
+    # handler closes them all).
+    try:
+        _save_figures(close=False)
+    except BaseException:
+        pass
     try:
         import atexit
 
@@ -204,8 +275,9 @@ def _read_header():
         if not byte:
             return None
         header += byte
-    length, token = header.split()
-    return int(length), token
+    fields = header.split()
+    budget = int(fields[2]) if len(fields) > 2 else 0
+    return int(fields[0]), fields[1], budget
 
 
 def _reap(child):
@@ -259,6 +331,75 @@ def _relay(pid, pipes):
     return os.WEXITSTATUS(status) & 0xFF
 
 
+def _collect(budget):
+    """The bundle of files to return: a JSON manifest line, then each file's bytes. Figures
+    first, then /tmp/outputs (sorted, subfolders too), while they fit in `budget` bytes."""
+    import stat  # already imported by os
+
+    items = []
+    blobs = []
+    left = [budget]
+
+    def text(name):
+        # Names that are not UTF-8 are shown with replacement characters.
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+    def take(kind, name, path):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as error:
+            items.append({"kind": kind, "name": name, "skipped": "unreadable (%s)" % error.strerror})
+            return
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                items.append({"kind": kind, "name": name, "skipped": "not a regular file"})
+                return
+            if info.st_size > left[0]:
+                items.append({"kind": kind, "name": name, "skipped": "over the limit", "size": info.st_size})
+                return
+            data = _read_exact(fd, left[0] + 1)
+            if len(data) > left[0]:
+                items.append({"kind": kind, "name": name, "skipped": "over the limit", "size": len(data)})
+                return
+            left[0] -= len(data)
+            items.append({"kind": kind, "name": name, "size": len(data)})
+            blobs.append(data)
+        finally:
+            os.close(fd)
+
+    def walk(folder, prefix, depth):
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if len(items) >= 1000:
+                return
+            name = prefix + text(entry.name)
+            if entry.is_symlink():
+                items.append({"kind": "file", "name": name, "skipped": "a symbolic link (not followed)"})
+            elif entry.is_dir(follow_symlinks=False):
+                if depth < 8:
+                    walk(entry.path, name + "/", depth + 1)
+            else:
+                take("file", name, entry.path)
+
+    try:
+        figures = sorted(os.listdir(_FIGURES))
+    except OSError:
+        figures = []
+    for name in figures:
+        take("figure", name, _FIGURES + "/" + name)
+    walk(_OUTPUTS, "", 0)
+    if not items:
+        return b""
+    import json  # only when something comes back: it costs milliseconds
+
+    manifest = json.dumps(items, ensure_ascii=True).encode()
+    return b"".join([manifest, b"\n"] + blobs)
+
+
 def _keep_deadline(seconds, exit):
     """Ends the container at its deadline, even with no server left to do it."""
     import _signal as signal  # the C module: `signal` imports enum, ~8 ms at start
@@ -285,6 +426,10 @@ def _supervise():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if len(sys.argv) > 1:
         _keep_deadline(int(sys.argv[1]), exit)
+    try:
+        os.mkdir(_OUTPUTS, 0o755)  # where a program leaves the files it wants to give back
+    except OSError:
+        pass
     code_read, code_write = os.pipe()
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
@@ -306,17 +451,23 @@ def _supervise():
     if header is None:
         _write_all(2, b"pyexec runner: no payload received\n")
         exit(125)
-    length, token = header
+    length, token, budget = header
     try:
         _write_all(code_write, _read_exact(0, length))
     except OSError:
         pass  # the child is gone already; its status says why
     os.close(code_write)
     status = _relay(pid, {out_read: 1, err_read: 2})
-    trailer = b"\0pyexec-exit " + token + b" " + str(status).encode() + b"\n"
-    for fd in (1, 2):
+    bundle = b""
+    if budget > 0:
         try:
-            _write_all(fd, trailer)
+            bundle = _collect(budget)
+        except Exception as error:
+            _write_all(2, b"pyexec runner: files could not be collected: %r\n" % (error,))
+    trailer = b"\0pyexec-exit " + token + b" " + str(status).encode()
+    for fd, tail in ((1, b" %d\n" % len(bundle) + bundle), (2, b"\n")):
+        try:
+            _write_all(fd, trailer + tail)
         except OSError:
             pass
     exit(status)

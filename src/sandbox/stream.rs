@@ -14,7 +14,7 @@ use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::payload::Trailer;
+use super::payload::{Bundle, Trailer};
 use super::{KILLED, RunOutcome, START_TIMEOUT, SandboxError, Stream};
 use crate::docker::{DockerError, classify};
 
@@ -36,6 +36,7 @@ pub async fn run_attached(
         payload,
         timeout,
         token: None,
+        max_bundle: 0,
     };
     stream_and_wait(docker, name, &image, streams, delivery, on_output).await
 }
@@ -93,6 +94,8 @@ pub(super) struct Delivery<'a> {
     pub timeout: Duration,
     /// The runner's trailer token, when the container runs the runner.
     pub token: Option<&'a str>,
+    /// Largest bundle of returned files accepted after the stdout trailer.
+    pub max_bundle: usize,
 }
 
 /// Streams the payload into a started container and its output out to `on_output` until the
@@ -115,11 +118,12 @@ pub(super) async fn stream_and_wait(
         payload,
         timeout,
         token,
+        max_bundle,
     } = delivery;
     let started = Instant::now();
     let mut input = streams.input;
     let mut output = streams.output;
-    let mut trailers = token.map(|t| (Trailer::new(t), Trailer::new(t)));
+    let mut trailers = token.map(|t| (Trailer::new(t, max_bundle), Trailer::new(t, 0)));
     let write = async move {
         // The program may exit without reading its stdin; a broken pipe is not an error.
         let _ = input.write_all(payload).await;
@@ -166,6 +170,7 @@ pub(super) async fn stream_and_wait(
             timed_out: true,
             oom_killed: false,
             duration_ms,
+            bundle: Bundle::None,
         });
     };
     let (exit_code, oom_killed) = match ended? {
@@ -175,11 +180,13 @@ pub(super) async fn stream_and_wait(
         Some(status) => (status, false),
         None => exit_status(docker, name, image).await?,
     };
+    let bundle = trailers.map_or(Bundle::None, |(mut out, _)| out.take_bundle());
     Ok(RunOutcome {
         exit_code,
         timed_out: false,
         oom_killed,
         duration_ms,
+        bundle,
     })
 }
 
