@@ -5,8 +5,9 @@
 
 BIN        := target/release/mcp-python-executor
 CLIENT_VENV := target/pyclient
+INSPECTOR  := tests/inspector/node_modules/.bin/mcp-inspector
 
-.PHONY: all build image image-rebuild run test test-rust test-client test-gvisor soak bench lint clean
+.PHONY: all build image image-rebuild run test test-rust test-client test-gvisor soak bench lint clean inspector
 
 all: build
 
@@ -23,7 +24,17 @@ run: image build
 	@exec $(BIN)
 
 # The official MCP Python client first, then the Rust suite (its summary is the last line).
-test: image build test-client test-rust
+test: image build $(INSPECTOR) test-client test-rust
+
+# The official MCP Inspector, pinned by tests/inspector/package-lock.json.
+$(INSPECTOR): tests/inspector/package-lock.json
+	npm ci --prefix tests/inspector --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The MCP Inspector's web UI on the built server, as the original's `npm run inspector`:
+# open http://127.0.0.1:6274 (set PREINSTALLED_PACKAGES and PYEXEC_* here as for a client).
+inspector: image build $(INSPECTOR)
+	DANGEROUSLY_OMIT_AUTH=true MCP_AUTO_OPEN_ENABLED=false $(INSPECTOR) $(abspath $(BIN))
 
 # Tests build in the release profile: they share `make build`'s compiled dependencies, and
 # the flood tests (a gigabyte through the attach stream) are not bound by a debug build.
