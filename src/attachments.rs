@@ -55,7 +55,7 @@ pub fn render(
             match fit_image(&file.bytes, format, config.max_image_bytes) {
                 Ok((bytes, mime)) => {
                     images += 1;
-                    content.push(ContentBlock::image(encode(&bytes), mime));
+                    content.push(named_image(&bytes, mime, &file.name));
                     continue;
                 }
                 Err(why) if file.kind == FileKind::Figure => {
@@ -227,6 +227,15 @@ fn fit_image(
         }
         side = side * 7 / 10;
     }
+}
+
+/// An image block carrying the file's name in `_meta.name` (image content has no name field).
+fn named_image(bytes: &[u8], mime: &str, name: &str) -> ContentBlock {
+    let mut meta = rmcp::model::MetaObject::new();
+    meta.0.insert("name".to_string(), name.into());
+    let mut image = rmcp::model::ImageContent::new(encode(bytes), mime);
+    image.meta = Some(meta);
+    ContentBlock::Image(image)
 }
 
 fn encode(bytes: &[u8]) -> String {
@@ -466,6 +475,7 @@ mod tests {
             json[1]["resource"]["blob"].is_string(),
             "not an image: bytes"
         );
+        assert_eq!(json[0]["_meta"]["name"], "a.png");
         assert_eq!(json[2]["resource"]["text"], "x,y\n1,2\n");
         assert_eq!(json[2]["resource"]["mimeType"], "text/csv");
         assert_eq!(json[2]["resource"]["uri"], "file:///tmp/outputs/data.csv");

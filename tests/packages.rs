@@ -272,8 +272,34 @@ async fn an_execution_right_after_start_waits_for_the_preinstall() {
     );
     let _cleanup = common::TagCleanup(tag.clone(), "none".to_string());
     let client = server_preinstalling(&index, "pyexec-ready==1.0", &tag).await;
-    let answer = execute(&client, "import pyexec_ready\nprint(pyexec_ready.VALUE)").await;
+    // Meanwhile list_packages says that an install is under way.
+    let listing = async {
+        for _ in 0..40 {
+            let listed = client
+                .call_tool(rmcp::model::CallToolRequestParams::new("list_packages"))
+                .await
+                .unwrap();
+            let text: Vec<String> = listed
+                .content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                .collect();
+            if text
+                .iter()
+                .any(|t| t.starts_with("An install is in progress (pyexec-ready==1.0"))
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    let (answer, listed) = tokio::join!(
+        execute(&client, "import pyexec_ready\nprint(pyexec_ready.VALUE)"),
+        listing
+    );
     assert_eq!(answer, ["stdout:\npyexec-ready 1.0\n"]);
+    assert!(listed, "list_packages said the install was in progress");
     client.cancel().await.unwrap();
 }
 
