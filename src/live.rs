@@ -30,7 +30,7 @@ struct Gathered {
     stderr: Vec<u8>,
     /// Bytes that did not fit since the last message.
     skipped: u64,
-    /// Bytes sent (or counted as skipped) so far: the per-call budget.
+    /// Bytes taken to be sent so far: the per-call budget.
     used: usize,
 }
 
@@ -94,7 +94,7 @@ impl Live {
             .saturating_sub(pending)
             .min(MAX_TOTAL.saturating_sub(gathered.used));
         let taken = bytes.len().min(room);
-        gathered.used += bytes.len();
+        gathered.used += taken;
         gathered.skipped += (bytes.len() - taken) as u64;
         let target = match stream {
             Stream::Stdout => &mut gathered.stdout,

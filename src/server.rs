@@ -239,7 +239,16 @@ impl PythonExecutor {
         let mut state = self.environment.preinstall_state();
         let started = std::time::Instant::now();
         let specs = self.environment.config().preinstalled.join(" ");
+        // The install ends by its own time limit; past that (and a margin) stop waiting.
+        let longest = self.environment.config().install_timeout + PREINSTALL_NOTICE_EVERY * 20;
         loop {
+            if started.elapsed() > longest {
+                return Some(Some(format!(
+                    "note: PREINSTALLED_PACKAGES ({specs}) were still installing after {} s, so \
+                     this call ran without them",
+                    started.elapsed().as_secs()
+                )));
+            }
             let current = state.borrow_and_update().clone();
             match current {
                 Preinstall::Running => {}

@@ -331,6 +331,10 @@ def _relay(pid, pipes):
     return os.WEXITSTATUS(status) & 0xFF
 
 
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def _collect(budget):
     """The bundle of files to return: a JSON manifest line, then each file's bytes. Figures
     first, then /tmp/outputs (sorted, subfolders too), while they fit in `budget` bytes."""
@@ -344,14 +348,20 @@ def _collect(budget):
         # Names that are not UTF-8 are shown with replacement characters.
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
-    def take(kind, name, path):
+    def take(kind, name, entry, folder):
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = os.open(entry, _READ_FLAGS, dir_fd=folder)
         except OSError as error:
-            items.append({"kind": kind, "name": name, "skipped": "unreadable (%s)" % error.strerror})
+            why = "a symbolic link (not followed)" if error.errno == 40 else error.strerror
+            items.append({"kind": kind, "name": name, "skipped": why})
             return
         try:
             info = os.fstat(fd)
+            named = os.lstat(entry, dir_fd=folder)
+            if (info.st_dev, info.st_ino) != (named.st_dev, named.st_ino):
+                # Followed a link after all (gVisor) or swapped meanwhile.
+                items.append({"kind": kind, "name": name, "skipped": "a symbolic link (not followed)"})
+                return
             if not stat.S_ISREG(info.st_mode):
                 items.append({"kind": kind, "name": name, "skipped": "not a regular file"})
                 return
@@ -368,7 +378,27 @@ def _collect(budget):
         finally:
             os.close(fd)
 
-    def walk(folder, prefix, depth):
+    def open_folder(path, parent=None):
+        # O_NOFOLLOW: a folder the program swapped for a link is not entered. gVisor follows
+        # a link to a folder despite it, so what was opened must also be what lstat sees.
+        try:
+            fd = os.open(path, _FOLDER_FLAGS, dir_fd=parent)
+        except OSError:
+            return None
+        try:
+            opened = os.fstat(fd)
+            named = os.lstat(path, dir_fd=parent)
+            if stat.S_ISDIR(named.st_mode) and (opened.st_dev, opened.st_ino) == (
+                named.st_dev,
+                named.st_ino,
+            ):
+                return fd
+        except OSError:
+            pass
+        os.close(fd)
+        return None
+
+    def walk(folder, prefix, depth, kind):
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
@@ -378,20 +408,27 @@ def _collect(budget):
                 return
             name = prefix + text(entry.name)
             if entry.is_symlink():
-                items.append({"kind": "file", "name": name, "skipped": "a symbolic link (not followed)"})
+                items.append({"kind": kind, "name": name, "skipped": "a symbolic link (not followed)"})
             elif entry.is_dir(follow_symlinks=False):
-                if depth < 8:
-                    walk(entry.path, name + "/", depth + 1)
+                inner = open_folder(entry.name, folder) if depth < 8 else None
+                if inner is not None:
+                    try:
+                        walk(inner, name + "/", depth + 1, kind)
+                    finally:
+                        os.close(inner)
             else:
-                take("file", name, entry.path)
+                take(kind, name, entry.name, folder)
 
-    try:
-        figures = sorted(os.listdir(_FIGURES))
-    except OSError:
-        figures = []
-    for name in figures:
-        take("figure", name, _FIGURES + "/" + name)
-    walk(_OUTPUTS, "", 0)
+    for path, kind in ((_FIGURES, "figure"), (_OUTPUTS, "file")):
+        folder = None if os.path.islink(path) else open_folder(path)
+        if folder is None:
+            if os.path.islink(path):
+                items.append({"kind": kind, "name": path, "skipped": "a symbolic link (not followed)"})
+            continue
+        try:
+            walk(folder, "", 0 if kind == "file" else 8, kind)
+        finally:
+            os.close(folder)
     if not items:
         return b""
     import json  # only when something comes back: it costs milliseconds
