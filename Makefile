@@ -62,6 +62,7 @@ $(CLIENT_VENV)/bin/python:
 
 test-client: $(CLIENT_VENV)/bin/python build
 	$(CLIENT_VENV)/bin/python tests/official_client.py $(BIN)
+	$(CLIENT_VENV)/bin/python tests/http_client.py $(BIN)
 
 lint:
 	cargo fmt --check

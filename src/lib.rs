@@ -4,7 +4,10 @@
 //! # Layout
 //! - [`config`]: every setting (flag, `PYEXEC_*` variable, default, range) and its validation.
 //! - [`stdio`]: the line gateway between the client's pipes and rmcp: bad requests get answers.
+//! - [`http`]: MCP over Streamable HTTP with bearer tokens, Origin/Host checks, `/healthz`.
 //! - [`server`]: the MCP tools: argument structs, descriptions, results as MCP content.
+//! - [`serving`]: what runs while serving (pool, reaper, preinstall) and the stdio and HTTP
+//!   entry points, each taking a shutdown future.
 //! - [`attachments`]: figures and files a call hands back, as MCP content within limits, and
 //!   saved under `--output-dir`.
 //! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
@@ -16,6 +19,7 @@
 //! - [`packages`]: package spec validation (PEP 508) and pip's argument vector.
 //! - [`progress`]: pip's output to the client, capped and coalesced through a bounded queue.
 //! - [`live`]: a running program's output to the client, coalesced and bounded.
+//! - [`metrics`]: counters and gauges for `/metrics`, in the Prometheus text format.
 //!
 //! A call goes `server` → [`sandbox::Sandbox::execute`] → Docker, and back as an
 //! [`sandbox::ExecutionResult`] that `server` renders. `main.rs` only parses the command line
@@ -35,10 +39,13 @@ pub mod attachments;
 pub mod config;
 pub mod docker;
 pub mod doctor;
+pub mod http;
 pub mod image;
 pub mod live;
+pub mod metrics;
 pub mod packages;
 pub mod progress;
 pub mod sandbox;
 pub mod server;
+pub mod serving;
 pub mod stdio;

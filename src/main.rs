@@ -9,19 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
-use mcp_python_executor::config::{EnvironmentArgs, SandboxArgs};
+use mcp_python_executor::config::{EnvironmentArgs, HttpArgs, SandboxArgs};
 use mcp_python_executor::image::Environment;
 use mcp_python_executor::sandbox::{ExecutionRequest, Sandbox};
-use mcp_python_executor::server::PythonExecutor;
-use mcp_python_executor::stdio;
-
-/// How long shutdown waits for running calls' containers to be removed.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
-/// How often a serving server checks whether another server moved the environment tag.
-const FOLLOW_EVERY: Duration = Duration::from_secs(10);
+use mcp_python_executor::serving;
 
 /// Run Python safely for AI assistants: every call in its own short-lived, hardened Docker
 /// container (no network, read-only root, non-root user, memory/CPU/process/time limits).
@@ -40,6 +33,8 @@ struct Cli {
     sandbox: SandboxArgs,
     #[command(flatten)]
     environment: EnvironmentArgs,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +99,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         let sandbox_config = cli.sandbox.resolve()?;
+        let http = cli.http.resolve(sandbox_config.limits.max_input_bytes)?;
         let environment_config = cli.environment.resolve()?;
         if matches!(command, Command::Doctor) {
             return doctor(&sandbox_config, &environment_config).await;
@@ -111,7 +107,10 @@ fn main() -> ExitCode {
         let sandbox = Arc::new(Sandbox::new(sandbox_config));
         let environment = Arc::new(Environment::new(sandbox.clone(), environment_config));
         match command {
-            Command::Serve => serve(sandbox, environment).await,
+            Command::Serve => match http {
+                Some(settings) => serve_http(settings, sandbox, environment).await,
+                None => serve(sandbox, environment).await,
+            },
             Command::Exec { file, input } => exec(sandbox, environment, file, input).await,
             Command::Packages(command) => packages(environment, command).await,
             Command::Doctor => unreachable!("handled above"),
@@ -171,63 +170,20 @@ async fn doctor(
     })
 }
 
-/// Serves MCP on stdio until the client disconnects or a signal arrives, then removes every
-/// container still running.
+/// Serves MCP on stdio until the client leaves or a signal arrives.
 async fn serve(sandbox: Arc<Sandbox>, environment: Arc<Environment>) -> anyhow::Result<ExitCode> {
-    // Executions that arrive before the preinstall is done wait for it.
-    environment.expect_preinstall();
-    let (preparing, installing) = (sandbox.clone(), environment.clone());
-    tokio::spawn(async move {
-        if let Err(error) = preparing.prepare().await {
-            tracing::error!("{error}");
-        }
-        // Warm containers start from the current environment, so load it first; the pool
-        // itself retries while Docker or the image is missing.
-        if let Err(error) = installing.ensure_loaded().await {
-            tracing::warn!("{error}");
-        }
-        preparing.start_pool();
-        preparing.start_reaper();
-        let following = installing.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(FOLLOW_EVERY).await;
-                if let Err(error) = following.follow_tag().await {
-                    tracing::debug!(%error, "could not read the environment tag");
-                }
-            }
-        });
-        match installing.preinstall().await {
-            Ok(Some(report)) if !report.installed.is_empty() => {
-                tracing::info!(installed = ?report.installed, "PREINSTALLED_PACKAGES installed");
-            }
-            Ok(_) => {}
-            Err(error) => tracing::error!("PREINSTALLED_PACKAGES: {error}"),
-        }
-    });
-    tracing::info!(instance = sandbox.instance(), "serving MCP on stdio");
-    let gateway = stdio::stdio();
-    let session = async {
-        let service = PythonExecutor::new(sandbox.clone(), environment)
-            .serve(gateway.transport)
-            .await
-            .context("MCP initialization failed")?;
-        service.waiting().await.context("MCP session failed")?;
-        // The session is over; let its last answers reach the client.
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, gateway.finished).await;
-        anyhow::Ok(())
-    };
-    // However the session ends (even a client that leaves before initializing), the pool is
-    // drained and every container removed before the process exits.
-    let ended = tokio::select! {
-        ended = session => ended,
-        _ = shutdown_signal() => {
-            tracing::info!("signal received, shutting down");
-            Ok(())
-        }
-    };
-    sandbox.shutdown(SHUTDOWN_GRACE).await;
-    ended.map(|()| ExitCode::SUCCESS)
+    serving::stdio(sandbox, environment, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves MCP over HTTP until SIGINT or SIGTERM.
+async fn serve_http(
+    settings: mcp_python_executor::http::HttpSettings,
+    sandbox: Arc<Sandbox>,
+    environment: Arc<Environment>,
+) -> anyhow::Result<ExitCode> {
+    serving::http(settings, sandbox, environment, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs one program from a file or stdin and mirrors its output and exit code.
@@ -261,7 +217,7 @@ async fn exec(
     let request = ExecutionRequest::new(code).with_input(input);
     let result = sandbox.execute(&request, &cancel).await;
     // The container's removal finishes after the result; wait for it before exiting.
-    sandbox.shutdown(SHUTDOWN_GRACE).await;
+    sandbox.shutdown(serving::SHUTDOWN_GRACE).await;
     let result = result?;
     let status = ExitCode::from(result.exit_code.clamp(0, 255) as u8);
     // A reader that went away (`| head`) is no error: stop quietly with the program's status.

@@ -142,12 +142,15 @@ impl PythonExecutor {
         Parameters(args): Parameters<ExecutePythonArgs>,
         meta: RequestMetaObject,
         peer: Peer<RoleServer>,
+        extensions: rmcp::model::Extensions,
         cancel: CancellationToken,
     ) -> Result<CallToolResult, ErrorData> {
+        let session = session_of(&extensions);
         let request = ExecutionRequest {
             code: args.code,
             input_lines: args.input_data.unwrap_or_default(),
         };
+        let started = std::time::Instant::now();
         let notifier = self.notifier(&meta, peer);
         let Some(note) = self.wait_for_preinstall(&notifier, &cancel).await else {
             return Ok(CallToolResult::error(vec![ContentBlock::text(
@@ -188,6 +191,7 @@ impl PythonExecutor {
         if let Some(live) = live {
             live.finish().await;
         }
+        self.count(&outcome, started.elapsed(), &session);
         match outcome {
             Ok(mut result) => {
                 let outputs = self.sandbox.config().outputs.clone();
@@ -226,6 +230,27 @@ impl PythonExecutor {
                 )]))
             }
         }
+    }
+
+    /// Counts and logs one execution (outcome and duration; never code or output).
+    fn count(
+        &self,
+        outcome: &Result<ExecutionResult, SandboxError>,
+        took: std::time::Duration,
+        session: &str,
+    ) {
+        use crate::metrics::Outcome;
+        let counted = match outcome {
+            Ok(result) if result.timed_out => Outcome::Timeout,
+            Ok(result) if result.oom_killed => Outcome::Oom,
+            Ok(result) if result.exit_code != 0 => Outcome::Error,
+            Ok(_) => Outcome::Ok,
+            Err(SandboxError::Cancelled) => Outcome::Cancelled,
+            Err(_) => Outcome::Error,
+        };
+        let ms = took.as_millis() as u64;
+        self.sandbox.metrics().execution(counted, ms);
+        tracing::info!(session, outcome = ?counted, duration_ms = ms, "execute_python");
     }
 
     /// Waits while `PREINSTALLED_PACKAGES` are being installed, saying so every few seconds;
@@ -292,6 +317,7 @@ impl PythonExecutor {
             .install(&args.packages, &on_line, &cancel)
             .await;
         progress.finish().await;
+        self.sandbox.metrics().install(installed.is_ok());
         match installed {
             Ok(report) => Ok(render_install(&report)),
             Err(InstallError::Spec(error)) => {
@@ -327,6 +353,15 @@ impl PythonExecutor {
             )])),
         }
     }
+}
+
+/// The HTTP session a call came in on (`Mcp-Session-Id`), or `stdio`.
+fn session_of(extensions: &rmcp::model::Extensions) -> String {
+    extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.headers.get("mcp-session-id"))
+        .and_then(|id| id.to_str().ok())
+        .map_or_else(|| "stdio".to_string(), |id| id.chars().take(64).collect())
 }
 
 /// How often a call waiting for the preinstall says it still waits.

@@ -149,6 +149,8 @@ pub struct Sandbox {
     waiting: AtomicUsize,
     /// Started containers waiting for a call (filled only after `start_pool`).
     pool: pool::Pool,
+    /// What an operator watches (`/metrics`).
+    metrics: crate::metrics::Metrics,
 }
 
 impl Sandbox {
@@ -166,6 +168,24 @@ impl Sandbox {
             next_id: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             pool: pool::Pool::new(config_pool),
+            metrics: crate::metrics::Metrics::default(),
+        }
+    }
+
+    /// The counters behind `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// The gauges behind `/metrics`, read now.
+    pub fn gauges(&self) -> crate::metrics::Gauges {
+        crate::metrics::Gauges {
+            queue_depth: self.waiting.load(Ordering::Relaxed),
+            busy_slots: self
+                .config
+                .concurrency
+                .saturating_sub(self.permits.available_permits()),
+            warm_containers: self.pool.ready(),
         }
     }
 
@@ -212,8 +232,9 @@ impl Sandbox {
                 let Ok(docker) = sandbox.docker.get().await else {
                     continue;
                 };
-                if let Err(error) = reap_expired(docker, SystemTime::now()).await {
-                    tracing::debug!(%error, "could not list containers to reap");
+                match reap_expired(docker, SystemTime::now()).await {
+                    Ok(reaped) => sandbox.metrics.reaped(reaped),
+                    Err(error) => tracing::debug!(%error, "could not list containers to reap"),
                 }
             }
         });
@@ -233,8 +254,9 @@ impl Sandbox {
     /// problems show at start-up in the log instead of at the first call.
     pub async fn prepare(&self) -> Result<(), SandboxError> {
         let docker = self.docker.get().await?;
-        if let Err(error) = reap_expired(docker, SystemTime::now()).await {
-            tracing::warn!(%error, "could not list containers to reap");
+        match reap_expired(docker, SystemTime::now()).await {
+            Ok(reaped) => self.metrics.reaped(reaped),
+            Err(error) => tracing::warn!(%error, "could not list containers to reap"),
         }
         if let Ok(info) = docker.info().await {
             let options = info.security_options.unwrap_or_default();
@@ -284,7 +306,9 @@ impl Sandbox {
         let image = self.current_image();
         // Whichever path the call takes, the pool refills after it, never during it.
         let _refill = RefillAfter(&self.pool);
-        let (guard, streams) = match self.pool.take(&image) {
+        let warm = self.pool.take(&image);
+        self.metrics.pool(warm.is_some());
+        let (guard, streams) = match warm {
             Some(pool::Warm {
                 mut guard, streams, ..
             }) => {

@@ -1,0 +1,278 @@
+//! MCP over Streamable HTTP for a team: rmcp's `StreamableHttpService` at `/mcp` behind
+//! bearer-token authentication, `Origin` and `Host` checks and a body limit, plus `/healthz`
+//! (open) and `/metrics` (behind the token).
+//!
+//! Every session gets its own `PythonExecutor` (its own log level) over the one shared
+//! [`Sandbox`] and [`Environment`]: all clients share the concurrency limit, the queue and
+//! the warm pool. Tokens are compared in constant time and never logged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+
+use crate::image::Environment;
+use crate::sandbox::Sandbox;
+use crate::server::PythonExecutor;
+
+/// Where `--http` binds when given without an address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8808";
+
+/// The tokens that may call the server (empty only with `--http-insecure-no-auth`).
+#[derive(Default)]
+pub struct Tokens(Vec<Vec<u8>>);
+
+/// Shows how many tokens there are, never the tokens.
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} configured)", self.0.len())
+    }
+}
+
+impl Tokens {
+    /// Tokens from a file: one per line; blank lines and `#` comments are skipped.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut tokens = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let token = line.trim();
+            if token.is_empty() || token.starts_with('#') {
+                continue;
+            }
+            if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!(
+                    "line {}: a token must be at least 16 characters with no spaces \
+                     (e.g. `openssl rand -hex 32`)",
+                    number + 1
+                ));
+            }
+            tokens.push(token.as_bytes().to_vec());
+        }
+        Ok(Self(tokens))
+    }
+
+    /// One token (`PYEXEC_HTTP_TOKEN`).
+    pub fn single(token: &str) -> Result<Self, String> {
+        Self::parse(token).and_then(|t| {
+            if t.0.len() == 1 {
+                Ok(t)
+            } else {
+                Err("PYEXEC_HTTP_TOKEN must hold exactly one token".to_string())
+            }
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `presented` is one of the tokens; every token is compared, in constant time.
+    pub fn accepts(&self, presented: &[u8]) -> bool {
+        let mut found = subtle::Choice::from(0);
+        for token in &self.0 {
+            found |= token.as_slice().ct_eq(presented);
+        }
+        found.into()
+    }
+}
+
+/// What the HTTP surface accepts (its `Debug` shows the count of tokens, never a token).
+#[derive(Debug)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    /// `None`: no authentication (`--http-insecure-no-auth`, loopback only).
+    pub tokens: Option<Arc<RwLock<Tokens>>>,
+    /// The file tokens were read from, reread on SIGHUP.
+    pub tokens_file: Option<PathBuf>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
+    pub session_idle: Duration,
+    pub max_body: usize,
+}
+
+/// Reads a tokens file.
+pub fn read_tokens(path: &Path) -> anyhow::Result<Tokens> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "--http-tokens {}: {e}; give a file with one token per line",
+            path.display()
+        )
+    })?;
+    Tokens::parse(&text).map_err(|e| anyhow::anyhow!("--http-tokens {}: {e}", path.display()))
+}
+
+/// Serves until `shutdown` resolves; then stops accepting and ends every session.
+pub async fn run(
+    settings: HttpSettings,
+    sandbox: Arc<Sandbox>,
+    environment: Arc<Environment>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let mut config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(stop.child_token())
+        .with_max_request_body_bytes(settings.max_body)
+        .with_allowed_hosts(settings.allowed_hosts.clone());
+    config = if settings.allowed_origins.is_empty() {
+        config.enforce_origin_validation()
+    } else {
+        config
+            .with_allowed_origins(settings.allowed_origins.clone())
+            .enforce_origin_validation()
+    };
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(settings.session_idle);
+    let service = {
+        let (sandbox, environment) = (sandbox.clone(), environment.clone());
+        StreamableHttpService::new(
+            move || Ok(PythonExecutor::new(sandbox.clone(), environment.clone())),
+            Arc::new(sessions),
+            config,
+        )
+    };
+    let auth = settings.tokens.clone();
+    let router = axum::Router::new()
+        .nest_service("/mcp", service)
+        .route("/metrics", axum::routing::get(metrics))
+        .layer(axum::middleware::from_fn_with_state(auth, require_token))
+        .route("/healthz", axum::routing::get(healthz))
+        .with_state(sandbox.clone());
+    if let (Some(tokens), Some(file)) = (settings.tokens.clone(), settings.tokens_file.clone()) {
+        tokio::spawn(reload_on_sighup(tokens, file));
+    }
+    let listener = tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.addr))?;
+    tracing::info!(addr = %settings.addr, auth = settings.tokens.is_some(), "serving MCP on HTTP at /mcp");
+    let stopping = stop.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.cancel();
+        })
+        .await?;
+    Ok(())
+}
+
+/// 401 with `WWW-Authenticate: Bearer` unless the request carries an accepted token.
+async fn require_token(
+    State(tokens): State<Option<Arc<RwLock<Tokens>>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(tokens) = tokens else {
+        return next.run(request).await;
+    };
+    let presented = bearer(request.headers());
+    let accepted =
+        presented.is_some_and(|p| tokens.read().unwrap_or_else(|e| e.into_inner()).accepts(p));
+    if !accepted {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid bearer token is required\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| token.trim_ascii())
+}
+
+/// 200 when Docker answers and the image exists; 503 with the reason otherwise.
+async fn healthz(State(sandbox): State<Arc<Sandbox>>) -> Response {
+    let checked = async {
+        let docker = sandbox.docker().await.map_err(|e| e.to_string())?;
+        docker
+            .inspect_image(&sandbox.config().image)
+            .await
+            .map_err(|_| format!("image {} not found: run make image", sandbox.config().image))?;
+        Ok::<(), String>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(5), checked).await {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Err(why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", why.lines().next().unwrap_or_default()),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Docker did not answer within 5 s\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The counters and gauges in the Prometheus text format (behind the token).
+async fn metrics(State(sandbox): State<Arc<Sandbox>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        sandbox.metrics().render(&sandbox.gauges()),
+    )
+        .into_response()
+}
+
+/// Rereads the tokens file on SIGHUP; a file that fails to parse keeps the old tokens.
+async fn reload_on_sighup(tokens: Arc<RwLock<Tokens>>, file: PathBuf) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match read_tokens(&file) {
+            Ok(read) if !read.is_empty() => {
+                let count = read.0.len();
+                *tokens.write().unwrap_or_else(|e| e.into_inner()) = read;
+                tracing::info!(tokens = count, "tokens reloaded");
+            }
+            Ok(_) => tracing::warn!("the tokens file is empty; keeping the tokens in use"),
+            Err(error) => tracing::warn!(%error, "keeping the tokens in use"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_with_comments_and_refuse_weak_ones() {
+        let tokens =
+            Tokens::parse("# team\n\nalice-0123456789abcdef\n  bob-0123456789abcdef  \n").unwrap();
+        assert!(tokens.accepts(b"alice-0123456789abcdef"));
+        assert!(tokens.accepts(b"bob-0123456789abcdef"));
+        assert!(!tokens.accepts(b"alice-0123456789abcde"));
+        assert!(!tokens.accepts(b""));
+        assert!(Tokens::parse("short\n").unwrap_err().contains("line 1"));
+        assert!(Tokens::parse("has a space in it 0123456789\n").is_err());
+        assert!(Tokens::single("a-0123456789abcdef\nb-0123456789abcdef").is_err());
+        assert_eq!(format!("{tokens:?}"), "Tokens(2 configured)", "never the tokens");
+    }
+
+    #[test]
+    fn the_bearer_token_is_read_from_the_authorization_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&headers), Some(&b"abc"[..]));
+        headers.insert(header::AUTHORIZATION, "bearer  abc ".parse().unwrap());
+        assert_eq!(bearer(&headers), Some(&b"abc"[..]));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+    }
+}

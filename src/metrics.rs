@@ -1,0 +1,213 @@
+//! Counters an operator watches, kept with atomics on the call path and rendered in the
+//! Prometheus text format for `GET /metrics`: executions by outcome and their durations,
+//! warm-pool hits and misses, installs by outcome, containers the reaper removed. Gauges
+//! (queue depth, busy slots, warm containers) are read from the sandbox when rendered.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How an execution ended, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Error,
+    Timeout,
+    Oom,
+    Cancelled,
+}
+
+const OUTCOMES: [(Outcome, &str); 5] = [
+    (Outcome::Ok, "ok"),
+    (Outcome::Error, "error"),
+    (Outcome::Timeout, "timeout"),
+    (Outcome::Oom, "oom"),
+    (Outcome::Cancelled, "cancelled"),
+];
+
+/// Upper bounds of the duration histogram, in seconds.
+const BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+
+/// The counters.
+#[derive(Default)]
+pub struct Metrics {
+    executions: [AtomicU64; 5],
+    /// Cumulative counts per bucket, then +Inf.
+    duration_buckets: [AtomicU64; BUCKETS.len() + 1],
+    duration_sum_ms: AtomicU64,
+    pool_hits: AtomicU64,
+    pool_misses: AtomicU64,
+    installs_ok: AtomicU64,
+    installs_failed: AtomicU64,
+    reaped: AtomicU64,
+}
+
+/// The gauges, read when rendering.
+pub struct Gauges {
+    pub queue_depth: usize,
+    pub busy_slots: usize,
+    pub warm_containers: usize,
+}
+
+impl Metrics {
+    /// Counts one execution that ended as `outcome` after `duration_ms`.
+    pub fn execution(&self, outcome: Outcome, duration_ms: u64) {
+        let index = OUTCOMES
+            .iter()
+            .position(|(o, _)| *o == outcome)
+            .unwrap_or(1);
+        self.executions[index].fetch_add(1, Ordering::Relaxed);
+        let seconds = duration_ms as f64 / 1000.0;
+        for (bucket, bound) in self.duration_buckets.iter().zip(BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.duration_buckets[BUCKETS.len()].fetch_add(1, Ordering::Relaxed);
+        self.duration_sum_ms
+            .fetch_add(duration_ms, Ordering::Relaxed);
+    }
+
+    pub fn pool(&self, hit: bool) {
+        let counter = if hit {
+            &self.pool_hits
+        } else {
+            &self.pool_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn install(&self, ok: bool) {
+        let counter = if ok {
+            &self.installs_ok
+        } else {
+            &self.installs_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn reaped(&self, count: usize) {
+        self.reaped.fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        out.push_str("# HELP pyexec_executions_total Executions by outcome.\n");
+        out.push_str("# TYPE pyexec_executions_total counter\n");
+        for ((_, name), counter) in OUTCOMES.iter().zip(&self.executions) {
+            let _ = writeln!(
+                out,
+                "pyexec_executions_total{{outcome=\"{name}\"}} {}",
+                get(counter)
+            );
+        }
+        out.push_str("# HELP pyexec_execution_duration_seconds Time of an execution.\n");
+        out.push_str("# TYPE pyexec_execution_duration_seconds histogram\n");
+        for (bound, bucket) in BUCKETS.iter().zip(&self.duration_buckets) {
+            let _ = writeln!(
+                out,
+                "pyexec_execution_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                get(bucket)
+            );
+        }
+        let count = get(&self.duration_buckets[BUCKETS.len()]);
+        let _ = writeln!(
+            out,
+            "pyexec_execution_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "pyexec_execution_duration_seconds_sum {}",
+            get(&self.duration_sum_ms) as f64 / 1000.0
+        );
+        let _ = writeln!(out, "pyexec_execution_duration_seconds_count {count}");
+        let gauge = |out: &mut String, name: &str, help: &str, value: usize| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge(
+            &mut out,
+            "pyexec_queue_depth",
+            "Calls waiting for a slot.",
+            gauges.queue_depth,
+        );
+        gauge(
+            &mut out,
+            "pyexec_busy_slots",
+            "Slots held by running calls.",
+            gauges.busy_slots,
+        );
+        gauge(
+            &mut out,
+            "pyexec_warm_containers",
+            "Warm containers ready.",
+            gauges.warm_containers,
+        );
+        let counter = |out: &mut String, name: &str, help: &str, labels: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (label, value) in labels {
+                let _ = writeln!(out, "{name}{label} {value}");
+            }
+        };
+        counter(
+            &mut out,
+            "pyexec_pool_takes_total",
+            "Calls that found a warm container (hit) or started their own (miss).",
+            &[
+                ("{result=\"hit\"}", get(&self.pool_hits)),
+                ("{result=\"miss\"}", get(&self.pool_misses)),
+            ],
+        );
+        counter(
+            &mut out,
+            "pyexec_installs_total",
+            "install_packages calls by outcome.",
+            &[
+                ("{outcome=\"ok\"}", get(&self.installs_ok)),
+                ("{outcome=\"error\"}", get(&self.installs_failed)),
+            ],
+        );
+        counter(
+            &mut out,
+            "pyexec_reaped_containers_total",
+            "Containers of dead servers the reaper removed.",
+            &[("", get(&self.reaped))],
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_render_as_prometheus_text() {
+        let metrics = Metrics::default();
+        metrics.execution(Outcome::Ok, 20);
+        metrics.execution(Outcome::Ok, 3000);
+        metrics.execution(Outcome::Timeout, 30_000);
+        metrics.pool(true);
+        metrics.install(false);
+        metrics.reaped(2);
+        let text = metrics.render(&Gauges {
+            queue_depth: 1,
+            busy_slots: 2,
+            warm_containers: 3,
+        });
+        assert!(text.contains("pyexec_executions_total{outcome=\"ok\"} 2\n"));
+        assert!(text.contains("pyexec_executions_total{outcome=\"timeout\"} 1\n"));
+        assert!(text.contains("pyexec_execution_duration_seconds_bucket{le=\"0.025\"} 1\n"));
+        assert!(text.contains("pyexec_execution_duration_seconds_bucket{le=\"10\"} 2\n"));
+        assert!(text.contains("pyexec_execution_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("pyexec_execution_duration_seconds_count 3\n"));
+        assert!(text.contains("pyexec_execution_duration_seconds_sum 33.02\n"));
+        assert!(text.contains("pyexec_busy_slots 2\n"));
+        assert!(text.contains("pyexec_pool_takes_total{result=\"hit\"} 1\n"));
+        assert!(text.contains("pyexec_installs_total{outcome=\"error\"} 1\n"));
+        assert!(text.contains("pyexec_reaped_containers_total 2\n"));
+    }
+}

@@ -1,0 +1,108 @@
+//! Serving: what runs while a server serves, for either transport. The start-up checks,
+//! the warm pool, the reaper, following the environment tag and the preinstall run beside the
+//! transport; stdio serves one client until it leaves, HTTP many until `shutdown`. Either way
+//! every container is removed before the function returns. `main.rs` only picks one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rmcp::ServiceExt;
+
+use crate::image::Environment;
+use crate::sandbox::Sandbox;
+use crate::server::PythonExecutor;
+
+/// How long shutdown waits for running calls' containers to be removed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// How often a serving server re-reads the environment tag (another server may move it).
+const FOLLOW_EVERY: Duration = Duration::from_secs(10);
+
+/// What a serving server runs beside its transport: the start-up checks, the pool, the
+/// reaper, following the environment tag, and the preinstall (which executions wait for).
+pub fn start_background(sandbox: &Arc<Sandbox>, environment: &Arc<Environment>) {
+    // Executions that arrive before the preinstall is done wait for it.
+    environment.expect_preinstall();
+    let (preparing, installing) = (sandbox.clone(), environment.clone());
+    tokio::spawn(async move {
+        if let Err(error) = preparing.prepare().await {
+            tracing::error!("{error}");
+        }
+        // Warm containers start from the current environment, so load it first; the pool
+        // itself retries while Docker or the image is missing.
+        if let Err(error) = installing.ensure_loaded().await {
+            tracing::warn!("{error}");
+        }
+        preparing.start_pool();
+        preparing.start_reaper();
+        let following = installing.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FOLLOW_EVERY).await;
+                if let Err(error) = following.follow_tag().await {
+                    tracing::debug!(%error, "could not read the environment tag");
+                }
+            }
+        });
+        match installing.preinstall().await {
+            Ok(Some(report)) if !report.installed.is_empty() => {
+                tracing::info!(installed = ?report.installed, "PREINSTALLED_PACKAGES installed");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!("PREINSTALLED_PACKAGES: {error}"),
+        }
+    });
+}
+
+/// Serves MCP on stdio until the client disconnects or `shutdown` resolves, then removes
+/// every container still running.
+pub async fn stdio(
+    sandbox: Arc<Sandbox>,
+    environment: Arc<Environment>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    start_background(&sandbox, &environment);
+    tracing::info!(instance = sandbox.instance(), "serving MCP on stdio");
+    let gateway = crate::stdio::stdio();
+    let session = async {
+        let service = PythonExecutor::new(sandbox.clone(), environment)
+            .serve(gateway.transport)
+            .await
+            .context("MCP initialization failed")?;
+        service.waiting().await.context("MCP session failed")?;
+        // The session is over; let its last answers reach the client.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, gateway.finished).await;
+        anyhow::Ok(())
+    };
+    // However the session ends (even a client that leaves before initializing), the pool is
+    // drained and every container removed before the process exits.
+    let ended = tokio::select! {
+        ended = session => ended,
+        () = shutdown => {
+            tracing::info!("signal received, shutting down");
+            Ok(())
+        }
+    };
+    sandbox.shutdown(SHUTDOWN_GRACE).await;
+    ended
+}
+
+/// Serves MCP over Streamable HTTP until `shutdown` resolves: stops accepting, ends the
+/// sessions (their running calls are stopped and their containers removed), then drains the
+/// sandbox.
+pub async fn http(
+    settings: crate::http::HttpSettings,
+    sandbox: Arc<Sandbox>,
+    environment: Arc<Environment>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    start_background(&sandbox, &environment);
+    tracing::info!(instance = sandbox.instance(), "serving MCP on HTTP");
+    let served = crate::http::run(settings, sandbox.clone(), environment, async {
+        shutdown.await;
+        tracing::info!("signal received, shutting down");
+    })
+    .await;
+    sandbox.shutdown(SHUTDOWN_GRACE).await;
+    served
+}
