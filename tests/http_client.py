@@ -5,7 +5,8 @@ client, as a team's clients would, and checks the HTTP surface's defences.
 - with the token: tools, execute_python, install_packages (local index), list_packages; 10 clients at once, one session each;
   /metrics behind the token, counting exactly those calls;
 - no token or a wrong one: 401 with `WWW-Authenticate: Bearer`; a foreign Origin and a
-  wrong Host: 403; /healthz answers without a token;
+  wrong Host: 403; a body over the limit: 413; /healthz answers without a token;
+- SIGHUP rereads the tokens file (a rotated token works, the old one stops working);
 - a client that disconnects during `time.sleep(100)`: its container is removed at once;
 - SIGTERM with calls in flight: a clean exit and no container left.
 Usage: python tests/http_client.py path/to/mcp-python-executor
@@ -58,14 +59,15 @@ def local_index():
     return index, f"http://127.0.0.1:{port}/simple"
 
 
-def start(binary, port, index_url, tag):
+def start(binary, port, index_url, tag, tokens_file):
     # No warm pool: every container that appears belongs to a call, so a test can tell which.
     env = {
-        **os.environ, "PYEXEC_HTTP_TOKEN": TOKEN, "PYEXEC_POOL_SIZE": "0", "RUST_LOG": "info",
+        **os.environ, "PYEXEC_POOL_SIZE": "0", "RUST_LOG": "info",
         "PIP_INDEX_URL": index_url, "PYEXEC_INSTALL_NETWORK": "host", "PYEXEC_ENV_TAG": tag,
     }
     server = subprocess.Popen(
-        [binary, "--http", f"127.0.0.1:{port}"], env=env, stdin=subprocess.DEVNULL,
+        [binary, "--http", f"127.0.0.1:{port}", "--http-tokens", tokens_file],
+        env=env, stdin=subprocess.DEVNULL,
         stderr=open(f"/tmp/pyexec-http-{port}.log", "w"),
     )
     for _ in range(100):
@@ -80,8 +82,7 @@ def start(binary, port, index_url, tag):
     raise AssertionError("the server never became healthy")
 
 
-def status_of(port, headers):
-    body = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+def status_of(port, headers, body=b'{"jsonrpc":"2.0","id":1,"method":"ping"}'):
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/mcp", data=body, method="POST",
         headers={"Content-Type": "application/json", "Accept": "application/json, text/event-stream", **headers},
@@ -156,7 +157,10 @@ async def main(binary):
     port = free_port()
     index, index_url = local_index()
     tag = f"mcp-python-executor/env:http-client-{os.getpid()}"
-    server = start(binary, port, index_url, tag)
+    tokens_file = f"/tmp/pyexec-http-tokens-{os.getpid()}"
+    with open(tokens_file, "w") as f:
+        f.write(f"# the team\n{TOKEN}\n")
+    server = start(binary, port, index_url, tag, tokens_file)
     try:
         assert await session(port, basics)
         code, headers = status_of(port, {})
@@ -168,6 +172,9 @@ async def main(binary):
         assert code == 403, code
         code, _ = status_of(port, {**auth, "Host": "evil.example"})
         assert code == 403, code
+        # A body past the intake limit (twice --max-input, 4 MiB by default): 413.
+        code, _ = status_of(port, auth, body=b" " * (9 << 20))
+        assert code == 413, code
         answers = await asyncio.gather(*(one_of_ten(i, port) for i in range(10)))
         assert answers == [f"stdout:\n{i * 2}\n" for i in range(10)], answers
         print("HTTP: tokens, Origin, Host and 10 concurrent sessions checked")
@@ -192,6 +199,26 @@ async def main(binary):
         assert takes == 12, metrics
         assert metrics['pyexec_installs_total{outcome="ok"}'] == 1, metrics
         print("HTTP: /metrics counted what the test did")
+
+        # SIGHUP rereads the tokens file: the new token works, the old one no longer does.
+        new_token = "rotated-token-0123456789abcdef"
+        with open(tokens_file, "w") as f:
+            f.write(new_token + "\n")
+        server.send_signal(signal.SIGHUP)
+        for _ in range(50):
+            if status_of(port, {"Authorization": f"Bearer {TOKEN}"})[0] == 401:
+                break
+            time.sleep(0.1)
+        assert status_of(port, {"Authorization": f"Bearer {TOKEN}"})[0] == 401
+        assert status_of(port, {"Authorization": f"Bearer {new_token}"})[0] != 401
+        with open(tokens_file, "w") as f:
+            f.write(f"{TOKEN}\n")
+        server.send_signal(signal.SIGHUP)
+        for _ in range(50):
+            if status_of(port, auth)[0] != 401:
+                break
+            time.sleep(0.1)
+        print("HTTP: a body over the limit got 413; SIGHUP reloaded the tokens")
 
         # A client that goes away mid-call: its container goes at once.
         gone = await disconnects(port)
@@ -228,6 +255,7 @@ async def main(binary):
             server.kill()
             server.wait()
         index.kill()
+        os.unlink(tokens_file)
         subprocess.run(
             [binary, "packages", "reset"], env={**os.environ, "PYEXEC_ENV_TAG": tag}, capture_output=True
         )
