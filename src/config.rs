@@ -527,7 +527,7 @@ impl SandboxArgs {
                 },
             },
             workspace: match &self.workspace {
-                Some(dir) => Some(workspace(dir, &docker_socket(), home().as_deref())?),
+                Some(dir) => Some(workspace(dir, &docker_sockets(), home().as_deref())?),
                 None => None,
             },
         })
@@ -547,11 +547,11 @@ fn output_dir(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// The workspace folder, resolved; refused when mounting it would hand a program more than
-/// the user's data: the whole host (`/`), the user's home itself, or any folder holding the
+/// the user's data: the whole host (`/`), the user's home itself, or any folder holding a
 /// Docker socket (a read-only mount does not stop a connect to a socket).
 pub fn workspace(
     dir: &std::path::Path,
-    docker_socket: &std::path::Path,
+    docker_sockets: &[std::path::PathBuf],
     home: Option<&std::path::Path>,
 ) -> anyhow::Result<std::path::PathBuf> {
     let named = || format!("--workspace (PYEXEC_WORKSPACE) {}", dir.display());
@@ -567,16 +567,16 @@ pub fn workspace(
             named()
         );
     }
-    let socket = docker_socket
-        .canonicalize()
-        .unwrap_or_else(|_| docker_socket.to_path_buf());
-    if socket.starts_with(&resolved) {
-        anyhow::bail!(
-            "{} holds the Docker socket {}, which would give code control of Docker; name a \
-             folder with only your data",
-            named(),
-            socket.display()
-        );
+    for socket in docker_sockets {
+        let socket = socket.canonicalize().unwrap_or_else(|_| socket.clone());
+        if socket.starts_with(&resolved) {
+            anyhow::bail!(
+                "{} holds the Docker socket {}, which would give code control of Docker; name \
+                 a folder with only your data",
+                named(),
+                socket.display()
+            );
+        }
     }
     if let Some(home) = home.and_then(|h| h.canonicalize().ok())
         && resolved == home
@@ -590,13 +590,14 @@ pub fn workspace(
     Ok(resolved)
 }
 
-/// The Docker socket's path on this host: `DOCKER_HOST` when it names a Unix socket, else the
-/// default.
-fn docker_socket() -> std::path::PathBuf {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(std::path::PathBuf::from))
-        .unwrap_or_else(|| "/var/run/docker.sock".into())
+/// The Docker sockets a workspace must not hold: the default one (a daemon may listen there
+/// even when `DOCKER_HOST` points elsewhere) and the one `DOCKER_HOST` names, if a socket.
+fn docker_sockets() -> Vec<std::path::PathBuf> {
+    let mut sockets = vec![std::path::PathBuf::from("/var/run/docker.sock")];
+    if let Some(path) = crate::docker::docker_host().strip_prefix("unix://") {
+        sockets.push(path.into());
+    }
+    sockets
 }
 
 fn home() -> Option<std::path::PathBuf> {
@@ -754,7 +755,10 @@ mod tests {
             let argv = std::iter::once("x").chain(argv.iter().copied());
             <Cli as clap::Parser>::try_parse_from(argv).unwrap().http
         };
-        assert!(args(&[]).resolve(1 << 20).unwrap().is_none(), "stdio by default");
+        assert!(
+            args(&[]).resolve(1 << 20).unwrap().is_none(),
+            "stdio by default"
+        );
         let error = args(&["--http"]).resolve(1 << 20).unwrap_err().to_string();
         assert!(error.contains("needs a token"), "{error}");
         let open = args(&["--http", "--http-insecure-no-auth"])
@@ -768,18 +772,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("reachable from other machines"), "{error}");
-        let served = args(&["--http", "0.0.0.0:8808", "--http-token", "t-0123456789abcdef"])
-            .resolve(1 << 20)
-            .unwrap()
-            .unwrap();
+        let served = args(&[
+            "--http",
+            "0.0.0.0:8808",
+            "--http-token",
+            "t-0123456789abcdef",
+        ])
+        .resolve(1 << 20)
+        .unwrap()
+        .unwrap();
         assert!(served.tokens.is_some());
-        assert!(served.allowed_origins.iter().all(|o| o.starts_with("http://")));
+        assert!(
+            served
+                .allowed_origins
+                .iter()
+                .all(|o| o.starts_with("http://"))
+        );
         let error = args(&["--http", "--http-token", "short"])
             .resolve(1 << 20)
             .unwrap_err()
             .to_string();
         assert!(error.contains("at least 16"), "{error}");
-        assert!(!error.contains("short"), "the token is never shown: {error}");
+        assert!(
+            !error.contains("short"),
+            "the token is never shown: {error}"
+        );
     }
 
     #[test]
@@ -792,7 +809,9 @@ mod tests {
         std::fs::create_dir_all(&run).unwrap();
         let socket = run.join("docker.sock");
         std::fs::write(&socket, b"").unwrap();
-        let check = |dir: &std::path::Path| workspace(dir, &socket, Some(&home));
+        // The second socket is the one that matters: every one listed is checked.
+        let sockets = [root.join("elsewhere/docker.sock"), socket.clone()];
+        let check = |dir: &std::path::Path| workspace(dir, &sockets, Some(&home));
         assert_eq!(check(&data).unwrap(), data.canonicalize().unwrap());
         let refused = |dir: &std::path::Path, why: &str| {
             let error = check(dir).unwrap_err().to_string();

@@ -261,7 +261,11 @@ mod tests {
         assert!(Tokens::parse("short\n").unwrap_err().contains("line 1"));
         assert!(Tokens::parse("has a space in it 0123456789\n").is_err());
         assert!(Tokens::single("a-0123456789abcdef\nb-0123456789abcdef").is_err());
-        assert_eq!(format!("{tokens:?}"), "Tokens(2 configured)", "never the tokens");
+        assert_eq!(
+            format!("{tokens:?}"),
+            "Tokens(2 configured)",
+            "never the tokens"
+        );
     }
 
     #[test]

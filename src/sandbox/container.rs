@@ -259,7 +259,8 @@ pub fn ownership_labels(instance: &str, deadline: SystemTime) -> HashMap<String,
 /// The isolation and limits every container gets, executions and installs alike: no
 /// capabilities, no new privileges, Docker's init (executions turn it off: their runner is
 /// the init), private IPC, memory without swap, CPU, processes,
-/// file and output ulimits, a sized /tmp, no mounts, no devices, no logs.
+/// file and output ulimits, a sized /tmp, no mounts, no devices, no logs. (Executions add
+/// the read-only `--workspace` bind when one is set: `container_spec`.)
 pub fn hardened_host_config(config: &SandboxConfig) -> HostConfig {
     let limits = &config.limits;
     let tmpfs_options = format!("rw,nosuid,nodev,size={},mode=1777", limits.tmp_bytes);
