@@ -153,8 +153,10 @@ impl PythonExecutor {
         let started = std::time::Instant::now();
         let notifier = self.notifier(&meta, peer);
         let Some(note) = self.wait_for_preinstall(&notifier, &cancel).await else {
+            // Nothing ran and no container was made.
+            self.count(&Err(SandboxError::Cancelled), started.elapsed(), &session);
             return Ok(CallToolResult::error(vec![ContentBlock::text(
-                SandboxError::Cancelled.to_string(),
+                "the call was cancelled while it waited for PREINSTALLED_PACKAGES; nothing ran",
             )]));
         };
         // The first call learns which package environment is current (one inspect).
