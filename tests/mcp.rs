@@ -121,6 +121,27 @@ async fn bad_arguments_are_refused_with_a_clear_message() {
     client.cancel().await.unwrap();
 }
 
+/// Reads the server's answers until `count` with an id of 2 or more have come (ids 0 and 1
+/// are the handshake's), each within 60 s.
+async fn answers_from(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    count: usize,
+) -> std::collections::HashMap<u64, Value> {
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < count {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no answer within 60 s; answered so far: {answers:?}"))
+            .unwrap()
+            .expect("server answers");
+        let value: Value = serde_json::from_str(&line).unwrap();
+        if let Some(id) = value["id"].as_u64().filter(|id| *id >= 2) {
+            answers.insert(id, value);
+        }
+    }
+    answers
+}
+
 /// The binary on raw pipes, already sent `initialize` and `notifications/initialized`, for
 /// requests no typed client sends.
 async fn raw_server(
@@ -167,18 +188,7 @@ async fn invalid_surrogates_and_oversized_requests_get_clear_errors() {
         stdin.write_all(message.as_bytes()).await.unwrap();
         stdin.write_all(b"\n").await.unwrap();
     }
-    let mut answers = std::collections::HashMap::new();
-    while answers.len() < 4 {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("no answer within 60 s; answered so far: {answers:?}"))
-            .unwrap()
-            .expect("server answers");
-        let value: Value = serde_json::from_str(&line).unwrap();
-        if let Some(id) = value["id"].as_u64().filter(|id| *id >= 2) {
-            answers.insert(id, value);
-        }
-    }
+    let answers = answers_from(&mut lines, 4).await;
     let surrogate = &answers[&2]["error"];
     assert_eq!(surrogate["code"], -32700, "{surrogate}");
     assert!(
@@ -224,18 +234,7 @@ async fn requests_at_the_size_boundary_are_all_answered() {
         line.push(b'\n');
         stdin.write_all(&line).await.unwrap();
     }
-    let mut answers = std::collections::HashMap::new();
-    while answers.len() < 3 {
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("no answer within 60 s; answered so far: {answers:?}"))
-            .unwrap()
-            .expect("server answers");
-        let value: Value = serde_json::from_str(&line).unwrap();
-        if let Some(id) = value["id"].as_u64().filter(|id| *id >= 2) {
-            answers.insert(id, value);
-        }
-    }
+    let answers = answers_from(&mut lines, 3).await;
     assert!(answers[&2]["result"].is_object(), "{}", answers[&2]);
     for id in [3, 4] {
         let message = answers[&id]["error"]["message"]
