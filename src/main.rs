@@ -22,6 +22,8 @@ use mcp_python_executor::serving;
 /// With no subcommand the server speaks MCP on stdio; for Claude Desktop add
 /// {"mcpServers": {"python": {"command": "/abs/path/mcp-python-executor"}}}
 /// to claude_desktop_config.json. Build the image first with `make image`.
+/// With --http it serves MCP over Streamable HTTP at /mcp for several clients instead
+/// (bearer tokens from PYEXEC_HTTP_TOKEN or --http-tokens; see the README).
 /// Every option can also be set with the environment variable shown; logs go to stderr,
 /// level from RUST_LOG (e.g. RUST_LOG=debug).
 #[derive(Debug, Parser)]
