@@ -109,8 +109,22 @@ pub fn read_tokens(path: &Path) -> anyhow::Result<Tokens> {
     Tokens::parse(&text).map_err(|e| anyhow::anyhow!("--http-tokens {}: {e}", path.display()))
 }
 
-/// Serves until `shutdown` resolves; then stops accepting and ends every session.
+/// Binds the address the settings name, with an error that says what to change.
+pub async fn bind(settings: &HttpSettings) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(settings.addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}: {e}; pick another address with --http (PYEXEC_HTTP)",
+                settings.addr
+            )
+        })
+}
+
+/// Serves on `listener` until `shutdown` resolves; then stops accepting and ends every
+/// session.
 pub async fn run(
+    listener: tokio::net::TcpListener,
     settings: HttpSettings,
     sandbox: Arc<Sandbox>,
     environment: Arc<Environment>,
@@ -148,10 +162,8 @@ pub async fn run(
     if let (Some(tokens), Some(file)) = (settings.tokens.clone(), settings.tokens_file.clone()) {
         tokio::spawn(reload_on_sighup(tokens, file));
     }
-    let listener = tokio::net::TcpListener::bind(settings.addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.addr))?;
-    tracing::info!(addr = %settings.addr, auth = settings.tokens.is_some(), "serving MCP on HTTP at /mcp");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, auth = settings.tokens.is_some(), "serving MCP on HTTP at /mcp");
     let stopping = stop.clone();
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {

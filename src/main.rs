@@ -184,7 +184,8 @@ async fn serve_http(
     sandbox: Arc<Sandbox>,
     environment: Arc<Environment>,
 ) -> anyhow::Result<ExitCode> {
-    serving::http(settings, sandbox, environment, shutdown_signal()).await?;
+    let listener = mcp_python_executor::http::bind(&settings).await?;
+    serving::http(listener, settings, sandbox, environment, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

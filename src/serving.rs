@@ -54,16 +54,40 @@ pub fn start_background(sandbox: &Arc<Sandbox>, environment: &Arc<Environment>) 
     });
 }
 
-/// Serves MCP on stdio until the client disconnects or `shutdown` resolves, then removes
-/// every container still running.
+/// Serves MCP on the process's stdin and stdout: what a desktop client starts.
 pub async fn stdio(
     sandbox: Arc<Sandbox>,
     environment: Arc<Environment>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    start_background(&sandbox, &environment);
     tracing::info!(instance = sandbox.instance(), "serving MCP on stdio");
-    let gateway = crate::stdio::stdio();
+    pipes(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        sandbox,
+        environment,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves one MCP client on a pair of byte streams (newline-delimited JSON-RPC, through the
+/// stdio gateway) until the client leaves or `shutdown` resolves, then removes every
+/// container still running. `stdio` is this on the process's own pipes; tests use it on an
+/// in-memory pipe.
+pub async fn pipes<R, W>(
+    input: R,
+    output: W,
+    sandbox: Arc<Sandbox>,
+    environment: Arc<Environment>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    start_background(&sandbox, &environment);
+    let gateway = crate::stdio::gateway(input, output);
     let session = async {
         let service = PythonExecutor::new(sandbox.clone(), environment)
             .serve(gateway.transport)
@@ -87,10 +111,12 @@ pub async fn stdio(
     ended
 }
 
-/// Serves MCP over Streamable HTTP until `shutdown` resolves: stops accepting, ends the
-/// sessions (their running calls are stopped and their containers removed), then drains the
-/// sandbox.
+/// Serves MCP over Streamable HTTP on `listener` until `shutdown` resolves: stops accepting,
+/// ends the sessions (their running calls are stopped and their containers removed), then
+/// drains the sandbox. The caller binds the listener ([`crate::http::bind`]), so a test can
+/// take port 0 and learn the port.
 pub async fn http(
+    listener: tokio::net::TcpListener,
     settings: crate::http::HttpSettings,
     sandbox: Arc<Sandbox>,
     environment: Arc<Environment>,
@@ -98,7 +124,7 @@ pub async fn http(
 ) -> anyhow::Result<()> {
     start_background(&sandbox, &environment);
     tracing::info!(instance = sandbox.instance(), "serving MCP on HTTP");
-    let served = crate::http::run(settings, sandbox.clone(), environment, async {
+    let served = crate::http::run(listener, settings, sandbox.clone(), environment, async {
         shutdown.await;
         tracing::info!("signal received, shutting down");
     })

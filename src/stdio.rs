@@ -57,11 +57,6 @@ where
     }
 }
 
-/// The gateway on the process's own stdin and stdout.
-pub fn stdio() -> Gateway {
-    gateway(tokio::io::stdin(), tokio::io::stdout())
-}
-
 /// Reads the client's lines and sends the good ones to rmcp; answers the bad ones it can.
 async fn forward_requests<R: AsyncBufRead + Unpin>(
     mut input: R,

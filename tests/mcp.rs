@@ -1,20 +1,154 @@
-//! The server as an MCP client sees it: the built binary spawned over stdio and driven by
-//! rmcp's client, exactly as Claude Desktop would.
+//! The server as an MCP client sees it, reached three ways with the same tests: the built
+//! binary spawned over stdio and driven by rmcp's client exactly as Claude Desktop would; the
+//! library's `serving::pipes` in this process over an in-memory pipe; and `serving::http` in
+//! this process on a loopback port, with a bearer token, through rmcp's Streamable HTTP
+//! client. Requests no typed client sends go to the binary's raw pipes at the end.
 
+mod common;
+
+use clap::Parser;
+use mcp_python_executor::config::HttpArgs;
+use mcp_python_executor::serving;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use rmcp::service::RunningService;
-use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
-async fn client() -> RunningService<RoleClient, ()> {
-    let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
-        .configure(|cmd| {
-            cmd.env("PYEXEC_TIMEOUT", "10");
-        });
-    let transport = TokioChildProcess::new(command).expect("server starts");
-    ().serve(transport).await.expect("MCP handshake")
+/// How a test reaches the server.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Binary,
+    InProcess,
+    Http,
+}
+
+/// A server reached one way, and what ends it.
+struct Served {
+    client: RunningService<RoleClient, ()>,
+    /// In-process servers: their task, what stops it (HTTP), and their sandbox's instance.
+    in_process: Option<InProcess>,
+}
+
+struct InProcess {
+    task: JoinHandle<anyhow::Result<()>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// Whether the server ends when its client leaves (pipes) or only when stopped (HTTP).
+    ends_alone: bool,
+    sandbox: std::sync::Arc<mcp_python_executor::sandbox::Sandbox>,
+    _cleanup: common::TagCleanup,
+}
+
+#[derive(Parser)]
+struct HttpFlags {
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// The server with a 10 s timeout, reached `via`.
+async fn serve(via: Via) -> Served {
+    if let Via::Binary = via {
+        let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
+            .configure(|cmd| {
+                cmd.env("PYEXEC_TIMEOUT", "10");
+            });
+        let transport = TokioChildProcess::new(command).expect("server starts");
+        let client = ().serve(transport).await.expect("MCP handshake");
+        return Served {
+            client,
+            in_process: None,
+        };
+    }
+    let (sandbox, environment, cleanup) = common::environment_with(&["--timeout", "10"]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopped = async {
+        let _ = stopped.await;
+    };
+    let (client, task) = if let Via::InProcess = via {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let (input, output) = tokio::io::split(theirs);
+        let task = tokio::spawn(serving::pipes(
+            input,
+            output,
+            sandbox.clone(),
+            environment,
+            stopped,
+        ));
+        let client = ().serve(ours).await.expect("MCP handshake");
+        (client, task)
+    } else {
+        let flags =
+            HttpFlags::try_parse_from(["x", "--http", "127.0.0.1:0", "--http-token", TOKEN])
+                .expect("valid HTTP flags");
+        let settings = flags
+            .http
+            .resolve(sandbox.config().limits.max_input_bytes)
+            .expect("valid HTTP settings")
+            .expect("--http given");
+        let listener = mcp_python_executor::http::bind(&settings)
+            .await
+            .expect("a loopback port");
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let task = tokio::spawn(serving::http(
+            listener,
+            settings,
+            sandbox.clone(),
+            environment,
+            stopped,
+        ));
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url).auth_header(TOKEN),
+        );
+        let client = ().serve(transport).await.expect("MCP handshake");
+        (client, task)
+    };
+    Served {
+        client,
+        in_process: Some(InProcess {
+            task,
+            stop,
+            sandbox,
+            ends_alone: matches!(via, Via::InProcess),
+            _cleanup: cleanup,
+        }),
+    }
+}
+
+impl Served {
+    /// Leaves as a client does. An in-process server on pipes must then end by itself, an
+    /// HTTP one (which serves other clients) on its shutdown signal; either cleanly, with none
+    /// of its containers left.
+    async fn finish(self) {
+        self.client.cancel().await.unwrap();
+        let Some(InProcess {
+            task,
+            stop,
+            sandbox,
+            ends_alone,
+            _cleanup,
+        }) = self.in_process
+        else {
+            return;
+        };
+        let stop = if ends_alone {
+            Some(stop)
+        } else {
+            let _ = stop.send(());
+            None
+        };
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("the server ends within 60 s")
+            .expect("the server task did not panic")
+            .expect("the server ended without an error");
+        drop(stop);
+        common::assert_no_containers(&sandbox).await;
+    }
 }
 
 async fn call(client: &RunningService<RoleClient, ()>, arguments: Value) -> CallToolResult {
@@ -35,9 +169,9 @@ fn text(result: &CallToolResult) -> String {
         .join("\n")
 }
 
-#[tokio::test]
-async fn tools_list_shows_execute_python_with_the_original_arguments() {
-    let client = client().await;
+async fn tools_list_shows_execute_python_with_the_original_arguments(via: Via) {
+    let served = serve(via).await;
+    let client = &served.client;
     let tools = client.list_all_tools().await.unwrap();
     let tool = tools
         .iter()
@@ -59,13 +193,13 @@ async fn tools_list_shows_execute_python_with_the_original_arguments() {
         "limits in force: {description}"
     );
     assert!(description.contains("no network"), "{description}");
-    client.cancel().await.unwrap();
+    served.finish().await;
 }
 
-#[tokio::test]
-async fn a_call_returns_labelled_output_and_structured_status() {
-    let client = client().await;
-    let result = call(&client, json!({"code": "print('Hello, World!')"})).await;
+async fn a_call_returns_labelled_output_and_structured_status(via: Via) {
+    let served = serve(via).await;
+    let client = &served.client;
+    let result = call(client, json!({"code": "print('Hello, World!')"})).await;
     assert_eq!(result.is_error, Some(false));
     assert_eq!(text(&result), "stdout:\nHello, World!\n");
     let status = result.structured_content.unwrap();
@@ -74,33 +208,33 @@ async fn a_call_returns_labelled_output_and_structured_status() {
     assert!(status["duration_ms"].is_u64());
 
     let result = call(
-        &client,
+        client,
         json!({"code": "print(input()[::-1])", "inputData": ["abc"]}),
     )
     .await;
     assert_eq!(text(&result), "stdout:\ncba\n");
     // An explicit null is no input, as before.
-    let result = call(&client, json!({"code": "print('none')", "inputData": null})).await;
+    let result = call(client, json!({"code": "print('none')", "inputData": null})).await;
     assert_eq!(text(&result), "stdout:\nnone\n");
-    client.cancel().await.unwrap();
+    served.finish().await;
 }
 
-#[tokio::test]
-async fn a_traceback_is_an_error_result() {
-    let client = client().await;
-    let result = call(&client, json!({"code": "1/0"})).await;
+async fn a_traceback_is_an_error_result(via: Via) {
+    let served = serve(via).await;
+    let client = &served.client;
+    let result = call(client, json!({"code": "1/0"})).await;
     assert_eq!(result.is_error, Some(true));
     let text = text(&result);
     assert!(text.contains("stderr:\nTraceback"), "{text}");
     assert!(text.contains("ZeroDivisionError"), "{text}");
     assert!(text.ends_with("exit code 1"), "{text}");
     assert_eq!(result.structured_content.unwrap()["exit_code"], 1);
-    client.cancel().await.unwrap();
+    served.finish().await;
 }
 
-#[tokio::test]
-async fn bad_arguments_are_refused_with_a_clear_message() {
-    let client = client().await;
+async fn bad_arguments_are_refused_with_a_clear_message(via: Via) {
+    let served = serve(via).await;
+    let client = &served.client;
     let params = CallToolRequestParams::new("execute_python")
         .with_arguments(json!({"inputData": ["x"]}).as_object().unwrap().clone());
     let message = match client.call_tool(params).await {
@@ -118,8 +252,33 @@ async fn bad_arguments_are_refused_with_a_clear_message() {
         Err(error) => error.to_string(),
     };
     assert!(message.contains("string"), "{message}");
-    client.cancel().await.unwrap();
+    served.finish().await;
 }
+
+/// Each test above, once per way of reaching the server.
+macro_rules! every_transport {
+    ($($test:ident),* $(,)?) => {
+        mod binary {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test(super::Via::Binary).await })*
+        }
+        mod in_process {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test(super::Via::InProcess).await })*
+        }
+        mod http {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test(super::Via::Http).await })*
+        }
+    };
+}
+
+every_transport!(
+    tools_list_shows_execute_python_with_the_original_arguments,
+    a_call_returns_labelled_output_and_structured_status,
+    a_traceback_is_an_error_result,
+    bad_arguments_are_refused_with_a_clear_message,
+);
 
 /// Reads the server's answers until `count` with an id of 2 or more have come (ids 0 and 1
 /// are the handshake's), each within 60 s.
