@@ -5,6 +5,8 @@
 //! and p95; then calls/s at concurrency 1, 4 and 8 for cold and warm against `docker run`
 //! churn at 8; then the release server's RSS idle and after 1,000 calls over MCP, and the
 //! Docker API requests one execution makes (counted by a proxy on the Docker socket); then
+//! the same server over MCP on stdio and on Streamable HTTP with a token (warm p50 and calls/s
+//! at concurrency 8 each, side by side); then
 //! `install_packages`: a fresh small install (a wheel from a local index) and an install of an
 //! already-present spec, which must answer in ≤ 100 ms. Prints a
 //! markdown table with ratios, so runs on noisy machines stay comparable. Exits non-zero if a
@@ -409,6 +411,86 @@ async fn warm_containers(n: usize) {
     }
 }
 
+type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
+
+/// Token of the bench's HTTP server.
+const BENCH_TOKEN: &str = "bench-token-0123456789abcdef";
+
+/// The release server serving `--http` on a free loopback port with a token, and `sessions`
+/// clients connected to it (one MCP session each).
+async fn http_server(
+    binary: &str,
+    sessions: usize,
+) -> anyhow::Result<(tokio::process::Child, Vec<Client>)> {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = tokio::process::Command::new(binary)
+        .env("PYEXEC_HTTP", format!("127.0.0.1:{port}"))
+        .env("PYEXEC_HTTP_TOKEN", BENCH_TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let mut clients = Vec::with_capacity(sessions);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while clients.len() < sessions {
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url.clone()).auth_header(BENCH_TOKEN),
+        );
+        match ().serve(transport).await {
+            Ok(client) => clients.push(client),
+            Err(error) if Instant::now() > deadline => {
+                anyhow::bail!("the HTTP server did not answer within 30 s: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Ok((child, clients))
+}
+
+/// Over MCP: the p50 of sequential calls with the pool full, then calls/s for `BURST` calls
+/// 8 at a time, spread over `clients` in turn.
+async fn over_mcp(clients: &[Client]) -> anyhow::Result<(Duration, f64)> {
+    let (p50, _) = latency(|| async {
+        warm_containers(2).await;
+        let started = Instant::now();
+        call(&clients[0]).await?;
+        Ok(started.elapsed())
+    })
+    .await?;
+    warm_containers(2).await;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let rate = throughput(8, || {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            call(&clients[i % clients.len()]).await?;
+            Ok(Duration::ZERO)
+        }
+    })
+    .await?;
+    Ok((p50, rate))
+}
+
+/// Waits until no warm container of any server is left (a server that just ended removes its
+/// own), so the next server's pool is what gets counted.
+async fn no_warm_containers() {
+    for _ in 0..600 {
+        let left = Command::new("docker")
+            .args(["ps", "-aq", "--filter", "label=mcp-python-executor.warm"])
+            .output()
+            .map(|o| !o.stdout.iter().all(u8::is_ascii_whitespace))
+            .unwrap_or(false);
+        if !left {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let binary = std::env::args()
@@ -510,7 +592,27 @@ async fn main() -> anyhow::Result<()> {
         result?;
     }
     let after_rss = rss_kib(pid);
+    eprintln!("bench: stdio and HTTP over MCP");
+    let (stdio50, stdio_rate) = over_mcp(std::slice::from_ref(&client)).await?;
     client.cancel().await?;
+    no_warm_containers().await;
+    let (mut http_child, sessions) = http_server(&binary, 8).await?;
+    let (http50, http_rate) = over_mcp(&sessions).await?;
+    for session in sessions {
+        session.cancel().await?;
+    }
+    // SIGTERM: the graceful stop, which removes the server's containers before it exits.
+    let pid = http_child.id().expect("the HTTP server runs").to_string();
+    anyhow::ensure!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?
+            .success(),
+        "cannot signal the HTTP server"
+    );
+    let stopped = http_child.wait().await?;
+    anyhow::ensure!(stopped.success(), "the HTTP server ended with {stopped}");
+    no_warm_containers().await;
 
     let proxy = CountingProxy::start().await?;
     let host = format!("unix://{}", proxy.path);
@@ -590,6 +692,18 @@ async fn main() -> anyhow::Result<()> {
         };
         println!("| {concurrency} | {cold_rate:.1} | {warm_rate:.1} | {churn_cell} |");
     }
+    println!(
+        "\n| transport (release server, pool of 2) | warm p50 ms per MCP call | calls/s at concurrency 8 |"
+    );
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| stdio (one client, 8 calls in flight) | {:.1} | {stdio_rate:.1} |",
+        ms(stdio50)
+    );
+    println!(
+        "| HTTP with a token (8 sessions, one call each in flight) | {:.1} | {http_rate:.1} |",
+        ms(http50)
+    );
     println!("\n| measure | value |\n| --- | --- |");
     println!(
         "| server RSS idle (pool of 2 warm) | {:.1} MiB |",
