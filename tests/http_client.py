@@ -1,7 +1,7 @@
 """Drives `mcp-python-executor --http` with the official MCP Python SDK's Streamable HTTP
 client, as a team's clients would, and checks the HTTP surface's defences.
 
-- start-up refusals: no token; an address other machines reach without a token;
+- start-up refusals: no token; an address other machines reach without a token; a port in use;
 - with the token: tools, execute_python, install_packages (local index), list_packages; 10 clients at once, one session each;
   /metrics behind the token, counting exactly those calls;
 - no token or a wrong one: 401 with `WWW-Authenticate: Bearer`; a foreign Origin and a
@@ -153,6 +153,13 @@ async def main(binary):
     refused_at_start(
         binary, ["--http", "0.0.0.0:1", "--http-insecure-no-auth"], {}, "reachable from other machines"
     )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        refused_at_start(
+            binary, ["--http", busy], {"PYEXEC_HTTP_TOKEN": TOKEN}, f"cannot listen on {busy}"
+        )
     before = labelled_containers()
     port = free_port()
     index, index_url = local_index()
