@@ -7,7 +7,7 @@ BIN        := target/release/mcp-python-executor
 CLIENT_VENV := target/pyclient
 INSPECTOR  := tests/inspector/node_modules/.bin/mcp-inspector
 
-.PHONY: all build image image-rebuild run test test-rust test-client test-gvisor soak bench lint clean inspector
+.PHONY: all build image image-rebuild run test test-rust test-client test-gvisor test-podman soak bench lint clean inspector
 
 all: build
 
@@ -44,6 +44,16 @@ test-rust:
 	else \
 		cargo test --release --no-fail-fast; \
 	fi
+
+# The MCP-level, core, attack and fault tests again, against rootful Podman's Docker-API
+# socket (started, and given the image, by tests/podman-up.sh). Installs are refused on
+# Podman (its compatible commit drops a layer's config): the packages test checks that.
+PODMAN_SOCK := /run/podman/podman.sock
+test-podman: image build
+	tests/podman-up.sh $(PODMAN_SOCK)
+	DOCKER_HOST=unix://$(PODMAN_SOCK) cargo nextest run --cargo-profile release --no-fail-fast \
+		--test mcp --test execute --test isolation --test attacks --test pool --test reaper \
+		--test faults --test cli --test packages -E 'not binary(packages) or test(on_podman)'
 
 # The isolation tests and the attack corpus again, under gVisor (needs runsc registered with
 # dockerd: see SECURITY.md).

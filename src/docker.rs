@@ -15,15 +15,31 @@ use tokio::sync::OnceCell;
 pub enum DockerError {
     #[error(
         "cannot reach Docker at {host} — is the daemon running? ({reason})\n\
-         hint: start Docker, or set DOCKER_HOST to the daemon you use"
+         hint: start Docker, or set DOCKER_HOST to the engine you use (Podman's sockets: \
+         unix:///run/podman/podman.sock rootful, unix://$XDG_RUNTIME_DIR/podman/podman.sock \
+         rootless)"
     )]
-    Unreachable { host: String, reason: String },
+    Unreachable {
+        host: String,
+        reason: String,
+        #[source]
+        source: Option<BollardError>,
+    },
+    #[error(
+        "{reason}\n\
+         hint: run a rootful engine, or rootless on cgroup v2 with the memory, pids and cpu \
+         controllers delegated to the user (see the README's Podman section)"
+    )]
+    CannotLimit { reason: String },
     #[error("image {image} not found\nhint: build it with `make image` (or images/build.sh)")]
     ImageMissing { image: String },
     #[error("Docker could not {action}: {message}")]
     Failed {
         action: &'static str,
         message: String,
+        /// Docker's own error, when there was one (its text is in `message`).
+        #[source]
+        source: Option<BollardError>,
     },
 }
 
@@ -35,21 +51,102 @@ pub fn docker_host() -> String {
 /// A Docker client that connects on first use and retries until the daemon answers.
 #[derive(Default)]
 pub struct LazyDocker {
-    /// The negotiated client, once the daemon has answered.
-    client: OnceCell<Docker>,
+    /// The negotiated client and what engine it reaches, once the daemon has answered.
+    client: OnceCell<(Docker, Engine)>,
 }
 
 impl LazyDocker {
-    /// The connected client, connecting (and negotiating the API version) if needed.
+    /// The connected client, connecting (and negotiating the API version) if needed. An
+    /// engine that cannot hold the sandbox's limits is refused here, before any container.
     pub async fn get(&self) -> Result<&Docker, DockerError> {
+        Ok(&self.connected().await?.0)
+    }
+
+    /// The engine the client reaches (connecting if needed).
+    pub async fn engine(&self) -> Result<&Engine, DockerError> {
+        Ok(&self.connected().await?.1)
+    }
+
+    async fn connected(&self) -> Result<&(Docker, Engine), DockerError> {
         self.client
             .get_or_try_init(|| async {
-                let docker = Docker::connect_with_defaults().map_err(unreachable)?;
-                let docker = docker.negotiate_version().await.map_err(unreachable)?;
-                tracing::debug!(version = %docker.client_version(), "connected to Docker");
-                Ok(docker)
+                let docker = connect().await?;
+                let engine = Engine::of(&docker).await;
+                tracing::debug!(version = %docker.client_version(), ?engine, "connected");
+                if let Some(reason) = engine.cannot_limit() {
+                    return Err(DockerError::CannotLimit { reason });
+                }
+                Ok((docker, engine))
             })
             .await
+    }
+}
+
+/// Connects to `DOCKER_HOST` (or the default socket) and negotiates the API version: Docker's
+/// CLI conventions, `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for `tcp://` included.
+pub async fn connect() -> Result<Docker, DockerError> {
+    let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+    docker.negotiate_version().await.map_err(unreachable)
+}
+
+/// The engine behind the socket, as far as the sandbox cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Engine {
+    /// "Docker" or "Podman".
+    pub name: String,
+    pub version: String,
+    /// Containers run in a user namespace of an unprivileged user.
+    pub rootless: bool,
+    /// The host's cgroup version, when reported ("1" or "2").
+    pub cgroup: Option<String>,
+}
+
+impl Engine {
+    /// Asks the engine; what it does not say stays empty.
+    pub async fn of(docker: &Docker) -> Self {
+        let mut engine = Engine {
+            name: "Docker".to_string(),
+            ..Engine::default()
+        };
+        if let Ok(version) = docker.version().await {
+            let components = version.components.unwrap_or_default();
+            if components.iter().any(|c| c.name.contains("Podman")) {
+                engine.name = "Podman".to_string();
+            }
+            engine.version = version.version.unwrap_or_default();
+        }
+        if let Ok(info) = docker.info().await {
+            let options = info.security_options.unwrap_or_default();
+            engine.rootless = options.iter().any(|o| o.contains("name=rootless"));
+            engine.cgroup = info.cgroup_version.map(|v| v.to_string());
+        }
+        engine
+    }
+
+    /// Why this engine cannot hold the sandbox's memory, process and CPU limits, if it cannot:
+    /// rootless engines on cgroup v1 drop them (Podman says so only in its own log).
+    pub fn cannot_limit(&self) -> Option<String> {
+        (self.rootless && self.cgroup.as_deref() == Some("1")).then(|| {
+            format!(
+                "{} runs rootless on cgroup v1, where it ignores memory, process and CPU \
+                 limits: the sandbox refuses to run code without them",
+                self.name
+            )
+        })
+    }
+
+    /// "Podman 4.3.1, rootless, cgroup v1".
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} {}", self.name, self.version);
+        text.push_str(if self.rootless {
+            ", rootless"
+        } else {
+            ", rootful"
+        });
+        if let Some(cgroup) = &self.cgroup {
+            text.push_str(&format!(", cgroup v{cgroup}"));
+        }
+        text
     }
 }
 
@@ -57,6 +154,7 @@ fn unreachable(error: BollardError) -> DockerError {
     DockerError::Unreachable {
         host: docker_host(),
         reason: error.to_string(),
+        source: Some(error),
     }
 }
 
@@ -71,13 +169,73 @@ pub fn classify(error: BollardError, action: &'static str, image: &str) -> Docke
         } if message.contains("image") => DockerError::ImageMissing {
             image: image.to_string(),
         },
-        BollardError::DockerResponseServerError { message, .. } => {
-            DockerError::Failed { action, message }
-        }
-        BollardError::DockerContainerWaitError { error, .. } => DockerError::Failed {
+        BollardError::DockerResponseServerError { ref message, .. } => DockerError::Failed {
             action,
-            message: error,
+            message: message.clone(),
+            source: Some(error),
+        },
+        BollardError::DockerContainerWaitError {
+            error: ref message, ..
+        } => DockerError::Failed {
+            action,
+            message: message.clone(),
+            source: Some(error),
         },
         other => unreachable(other),
+    }
+}
+
+/// Lists containers, asking again when the engine fails because a container vanished while it
+/// listed: Podman answers a list that races a removal with a 500 ("container not known") rather
+/// than leaving the container out. Other failures are returned at once.
+pub async fn list_containers(
+    docker: &Docker,
+    options: bollard::query_parameters::ListContainersOptions,
+) -> Result<Vec<bollard::models::ContainerSummary>, BollardError> {
+    let mut attempts = 0;
+    loop {
+        match docker.list_containers(Some(options.clone())).await {
+            Err(BollardError::DockerResponseServerError {
+                status_code: 500,
+                message,
+            }) if attempts < 5 && vanished(&message) => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempts)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether an engine's error says a container it was looking at no longer exists.
+fn vanished(message: &str) -> bool {
+    message.contains("container not known") || message.contains("no such container")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_rootless_engine_on_cgroup_v1_is_refused() {
+        let engine = |rootless, cgroup: &str| Engine {
+            name: "Podman".to_string(),
+            version: "4.3.1".to_string(),
+            rootless,
+            cgroup: Some(cgroup.to_string()),
+        };
+        let refused = engine(true, "1").cannot_limit().unwrap();
+        assert!(
+            refused.contains("Podman runs rootless on cgroup v1"),
+            "{refused}"
+        );
+        assert_eq!(engine(true, "2").cannot_limit(), None);
+        assert_eq!(engine(false, "1").cannot_limit(), None);
+        assert_eq!(
+            engine(false, "1").describe(),
+            "Podman 4.3.1, rootful, cgroup v1"
+        );
+        let said = DockerError::CannotLimit { reason: refused }.to_string();
+        assert!(said.contains("\nhint: run a rootful engine"), "{said}");
     }
 }

@@ -11,7 +11,7 @@ use bollard::Docker;
 use bollard::query_parameters::ListImagesOptions;
 
 use crate::config::{EnvironmentConfig, SandboxConfig};
-use crate::docker::{LazyDocker, docker_host};
+use crate::docker::docker_host;
 use crate::image::{LABEL_DEPTH, LABEL_ENV};
 use crate::sandbox::{deadline, labelled_containers};
 
@@ -44,6 +44,8 @@ pub struct Facts {
     pub runtimes: Vec<String>,
     pub security_options: Vec<String>,
     pub cgroup_version: Option<String>,
+    /// Docker or Podman, and whether it runs rootless.
+    pub engine: Option<crate::docker::Engine>,
     /// The configured runtime (`--runtime`), if any.
     pub runtime: Option<String>,
     pub image: String,
@@ -67,14 +69,16 @@ pub async fn gather(sandbox: &SandboxConfig, environment: &EnvironmentConfig) ->
         env_tag: environment.env_tag.clone(),
         ..Facts::default()
     };
-    let lazy = LazyDocker::default();
-    let docker = match lazy.get().await {
+    // Connected without the refusal a serving sandbox makes, so the report can say why.
+    let docker = match crate::docker::connect().await {
         Ok(docker) => docker,
         Err(error) => {
             facts.unreachable = Some(error.to_string());
             return facts;
         }
     };
+    let docker = &docker;
+    facts.engine = Some(crate::docker::Engine::of(docker).await);
     if let Ok(version) = docker.version().await {
         facts.version = version.version;
         facts.api_version = version.api_version;
@@ -158,23 +162,50 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
             "docker",
             first,
             Some(
-                "start Docker (e.g. `systemctl start docker`), or set DOCKER_HOST to the daemon you use",
+                "start Docker (e.g. `systemctl start docker`), or set DOCKER_HOST to the engine you use (Podman: unix:///run/podman/podman.sock, or unix://$XDG_RUNTIME_DIR/podman/podman.sock rootless)",
             ),
         )];
     }
     let mut found = Vec::new();
     let unknown = || "unknown".to_string();
+    let engine = facts
+        .engine
+        .clone()
+        .unwrap_or_else(|| crate::docker::Engine {
+            name: "Docker".to_string(),
+            version: facts.version.clone().unwrap_or_else(unknown),
+            ..Default::default()
+        });
     found.push(finding(
         Verdict::Ok,
         "docker",
         format!(
-            "Docker {} (API {}) at {}",
-            facts.version.clone().unwrap_or_else(unknown),
+            "{} (API {}) at {}",
+            engine.describe(),
             facts.api_version.clone().unwrap_or_else(unknown),
             facts.host
         ),
         None,
     ));
+    if let Some(reason) = engine.cannot_limit() {
+        found.push(finding(
+            Verdict::Fail,
+            "limits",
+            reason,
+            Some(
+                "run a rootful engine, or rootless on cgroup v2 with the memory, pids and cpu \
+                 controllers delegated to the user (README, Podman)",
+            ),
+        ));
+    }
+    if engine.name == "Podman" {
+        found.push(finding(
+            Verdict::Ok,
+            "podman",
+            "installs need Podman's init: Debian's `catatonit` package".to_string(),
+            None,
+        ));
+    }
     let gvisor = facts.runtimes.iter().any(|r| r == "runsc");
     let in_use = facts
         .runtime
@@ -347,7 +378,30 @@ mod tests {
             findings.iter().all(|f| f.verdict == Verdict::Ok),
             "{findings:?}"
         );
-        assert!(render(&findings).contains("Docker 20.10.24 (API 1.41)"));
+        assert!(
+            render(&findings).contains("Docker 20.10.24, rootful (API 1.41)"),
+            "{}",
+            render(&findings)
+        );
+    }
+
+    #[test]
+    fn a_rootless_engine_on_cgroup_v1_fails_and_podman_names_its_init() {
+        let mut facts = healthy();
+        facts.engine = Some(crate::docker::Engine {
+            name: "Podman".into(),
+            version: "4.3.1".into(),
+            rootless: true,
+            cgroup: Some("1".into()),
+        });
+        let findings = assess(&facts);
+        assert_eq!(verdict_of(&findings, "limits"), Verdict::Fail);
+        let limits = findings.iter().find(|f| f.check == "limits").unwrap();
+        assert!(limits.detail.contains("ignores memory"), "{limits:?}");
+        assert!(limits.next.as_deref().unwrap().contains("cgroup v2"));
+        assert!(render(&findings).contains("catatonit"));
+        facts.engine.as_mut().unwrap().rootless = false;
+        assert!(!assess(&facts).iter().any(|f| f.check == "limits"));
     }
 
     #[test]

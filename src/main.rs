@@ -146,7 +146,11 @@ fn report(error: &anyhow::Error) {
             }
         }
         let text = lines.join("\n");
-        if !said.iter().any(|earlier| earlier.contains(&text)) {
+        // A cause is said once: skip it when an earlier message already holds its text, or
+        // its detail after a label such as Docker's "status code 500: ".
+        let already = |part: &str| said.iter().any(|earlier| earlier.contains(part));
+        let detail = text.split_once(": ").map(|(_, detail)| detail);
+        if !already(&text) && !detail.is_some_and(already) {
             said.push(text);
         }
     }

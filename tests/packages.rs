@@ -324,3 +324,30 @@ async fn a_failed_preinstall_is_said_in_one_line_and_the_call_still_runs() {
     assert_eq!(answer[1], "stdout:\nran\n");
     client.cancel().await.unwrap();
 }
+
+/// Podman's Docker-compatible commit keeps the install container's config and drops the
+/// layer's labels, so on Podman an install is refused with the reason before any container
+/// starts, and executions go on (`make test-podman` runs this; on Docker it has nothing to
+/// check, and the tests above cover installs there).
+#[tokio::test]
+async fn on_podman_an_install_is_refused_with_the_reason_and_executions_go_on() {
+    let (sandbox, environment, _cleanup) = environment_with(&[]);
+    if sandbox.engine().await.unwrap().name != "Podman" {
+        return;
+    }
+    let refused = environment
+        .install(&["six"], &|_| {}, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, InstallError::EngineUnsupported { .. }),
+        "{refused}"
+    );
+    let said = refused.to_string();
+    assert!(said.contains("not available on Podman"), "{said}");
+    assert!(
+        said.contains("hint: install packages against a Docker engine"),
+        "{said}"
+    );
+    common::assert_still_serving(&sandbox).await;
+}

@@ -57,9 +57,13 @@ fn check_one(change: &Change) -> Result<(), Refusal> {
     }
     let Some(inside) = path.strip_prefix(VENV) else {
         // Directories above the venv (and above the init's mount point) are listed as
-        // modified when something below them changed.
+        // modified when something below them changed. Podman also lists `/etc` itself as
+        // modified (it prepares the mount points of the hosts, hostname and resolv.conf files
+        // it binds there); a change to anything in it is listed, and refused, on its own.
         let allowed = match change.kind {
-            ChangeKind::Modified => ["", "/opt", "/usr", "/usr/sbin", "/sbin"].contains(&path),
+            ChangeKind::Modified => {
+                ["", "/opt", "/usr", "/usr/sbin", "/sbin", "/etc"].contains(&path)
+            }
             ChangeKind::Added => INIT_MOUNT_POINTS.contains(&path),
             ChangeKind::Deleted => false,
         };
@@ -137,6 +141,7 @@ mod tests {
     fn package_files_and_scripts_inside_the_venv_are_allowed() {
         for (kind, path) in [
             (Modified, "/opt"),
+            (Modified, "/etc"),
             (Modified, "/opt/venv"),
             (Modified, "/opt/venv/lib/python3.11/site-packages"),
             (Added, "/opt/venv/lib/python3.11/site-packages/six.py"),
@@ -162,6 +167,9 @@ mod tests {
     fn anything_outside_the_venv_is_refused_with_its_path() {
         for (kind, path) in [
             (Added, "/etc/cron.d/evil"),
+            (Modified, "/etc/hosts"),
+            (Added, "/etc/resolv.conf"),
+            (Deleted, "/etc"),
             (Added, "/var/tmp/dropped"),
             (Modified, "/var/tmp"),
             (Modified, "/usr/bin/python3"),

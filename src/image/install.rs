@@ -132,14 +132,15 @@ pub async fn run(
         SystemTime::now(),
     );
     sandbox
-        .in_fresh_container(None, cancel, async |docker, name| {
+        .in_fresh_container(None, cancel, async |docker, guard| {
+            let name = guard.name();
             let mut lines = LineSplitter::default();
             let mut emit = |stream: Stream, bytes: &[u8]| {
                 lines.push(stream, bytes, &mut |line| on_line(line));
             };
             let outcome = run_attached(
                 docker,
-                name,
+                guard,
                 spec,
                 &payload,
                 config.install_timeout,

@@ -8,6 +8,7 @@
 //! when its container is gone.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
@@ -277,7 +278,12 @@ pub fn hardened_host_config(config: &SandboxConfig) -> HostConfig {
         memory_swap: Some(limits.memory_bytes),
         nano_cpus: Some(limits.nano_cpus),
         pids_limit: Some(limits.pids),
+        // Every rlimit the sandbox relies on is set here, none left to the engine's defaults:
+        // Podman fills unset ones (nproc among them) with values above some hosts' hard
+        // limits, and the container then fails to start. nproc counts the container's own
+        // uid (one per call), so it equals the pids limit.
         ulimits: Some(vec![
+            ulimit("nproc", limits.pids),
             ulimit("nofile", 1024),
             ulimit("fsize", limits.tmp_bytes),
             ulimit("core", 0),
@@ -314,6 +320,10 @@ pub struct ContainerGuard {
     permit: Option<OwnedSemaphorePermit>,
     /// Background removals started by `Drop`, so shutdown can wait for them.
     cleanup: TaskTracker,
+    /// Held by the container's create request while it runs: a removal waits for it, since an
+    /// engine asked to remove a container it is still creating may keep a half-made one
+    /// (Podman 4.3 then fails every later list).
+    creating: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ContainerGuard {
@@ -328,7 +338,13 @@ impl ContainerGuard {
             name: Some(name),
             permit,
             cleanup,
+            creating: Arc::default(),
         }
+    }
+
+    /// The gate a create request holds while it runs (see `creating`).
+    pub fn create_gate(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.creating.clone()
     }
 
     /// Hands the guard a concurrency slot (a warm container taken by a call), released only
@@ -347,6 +363,7 @@ impl ContainerGuard {
     pub async fn remove(mut self) -> Result<(), bollard::errors::Error> {
         let name = self.name.take().unwrap_or_default();
         let _permit = self.permit.take();
+        let _created = self.creating.lock().await;
         remove_container_settled(&self.docker, &name).await
     }
 }
@@ -356,12 +373,14 @@ impl Drop for ContainerGuard {
         let Some(name) = self.name.take() else { return };
         let permit = self.permit.take();
         let docker = self.docker.clone();
+        let creating = self.creating.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(container = %name, "no runtime to remove the container; the reaper will");
             return;
         };
         self.cleanup.spawn_on(
             async move {
+                let _created = creating.lock().await;
                 if let Err(error) = remove_container_settled(&docker, &name).await {
                     tracing::warn!(container = %name, %error, "could not remove container; the reaper will once its deadline passes");
                 }
@@ -375,8 +394,9 @@ impl Drop for ContainerGuard {
 /// Force-removes a container whose create call may still be in flight (the guard was dropped
 /// mid-create: a cancelled call, a pool refill stopped by shutdown). "No such container" is
 /// then not yet proof of absence, so it is asked again twice over the next 2.5 s. When Docker
-/// cannot be reached at all (a daemon restart, a proxy blip), it keeps trying for about 15 s
-/// before leaving the container to the reaper.
+/// cannot be reached at all (a daemon restart, a proxy blip), it keeps trying for about 15 s,
+/// and when the engine refuses with a server error (Podman, mid-stop) for about 3 s, before
+/// leaving the container to the reaper.
 async fn remove_container_settled(
     docker: &Docker,
     name: &str,
@@ -393,7 +413,14 @@ async fn remove_container_settled(
         v: true,
         ..Default::default()
     };
+    const REFUSED_PAUSES: [Duration; 4] = [
+        Duration::from_millis(100),
+        Duration::from_millis(300),
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+    ];
     let (mut not_found, mut unreachable) = (NOT_FOUND_PAUSES.iter(), UNREACHABLE_PAUSES.iter());
+    let mut refused = REFUSED_PAUSES.iter();
     loop {
         let pause = match docker.remove_container(name, Some(options())).await {
             Ok(()) => return Ok(()),
@@ -406,6 +433,19 @@ async fn remove_container_settled(
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
             }) => return Ok(()),
+            // Podman refuses to remove a container caught between its last process's exit
+            // and its "stopped" state ("container state improper"); a moment later it can.
+            Err(
+                error @ bollard::errors::Error::DockerResponseServerError {
+                    status_code: 500.., ..
+                },
+            ) => match refused.next() {
+                Some(pause) => {
+                    tracing::debug!(container = %name, %error, retry_in = ?pause, "removal refused");
+                    pause
+                }
+                None => return Err(error),
+            },
             Err(error @ bollard::errors::Error::DockerResponseServerError { .. }) => {
                 return Err(error);
             }

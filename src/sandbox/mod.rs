@@ -198,6 +198,16 @@ impl Sandbox {
         &self.instance
     }
 
+    /// The warm pool, for its refill task.
+    pub(in crate::sandbox) fn pool(&self) -> &pool::Pool {
+        &self.pool
+    }
+
+    /// Cancelled when the sandbox shuts down: background tasks stop on it.
+    pub(in crate::sandbox) fn stopping(&self) -> &CancellationToken {
+        &self.stopping
+    }
+
     /// The image new executions start from.
     pub fn current_image(&self) -> Arc<str> {
         self.image.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -248,6 +258,11 @@ impl Sandbox {
     /// The connected Docker client (connecting on first use).
     pub async fn docker(&self) -> Result<&Docker, SandboxError> {
         Ok(self.docker.get().await?)
+    }
+
+    /// The engine behind the connection: Docker or Podman, rootless or not.
+    pub async fn engine(&self) -> Result<&crate::docker::Engine, SandboxError> {
+        Ok(self.docker.engine().await?)
     }
 
     /// Connects to Docker, reaps expired containers and checks that the image exists, so
@@ -328,7 +343,8 @@ impl Sandbox {
             }
         };
         let limits = &self.config.limits;
-        self.in_container(guard, Removal::Background, cancel, async |docker, name| {
+        self.in_container(guard, Removal::Background, cancel, async |docker, guard| {
+            let name = guard.name();
             let mut output = Output::new(limits.max_output_bytes);
             let delivery = Delivery {
                 payload: &payload,
@@ -365,7 +381,7 @@ impl Sandbox {
             idle,
             container::call_uid(),
         );
-        let streams = start_attached(docker, guard.name(), spec).await?;
+        let streams = start_attached(docker, &guard, spec).await?;
         Ok((guard, streams))
     }
 
@@ -412,7 +428,7 @@ impl Sandbox {
         &self,
         permit: Option<OwnedSemaphorePermit>,
         cancel: &CancellationToken,
-        body: impl AsyncFnOnce(&Docker, &str) -> Result<T, SandboxError>,
+        body: impl AsyncFnOnce(&Docker, &ContainerGuard) -> Result<T, SandboxError>,
     ) -> Result<T, SandboxError> {
         let _drained = self.cleanup.token();
         if self.stopping.is_cancelled() {
@@ -433,11 +449,11 @@ impl Sandbox {
         guard: ContainerGuard,
         removal: Removal,
         cancel: &CancellationToken,
-        body: impl AsyncFnOnce(&Docker, &str) -> Result<T, SandboxError>,
+        body: impl AsyncFnOnce(&Docker, &ContainerGuard) -> Result<T, SandboxError>,
     ) -> Result<T, SandboxError> {
         let docker = self.docker.get().await?;
         let outcome = tokio::select! {
-            result = body(docker, guard.name()) => result,
+            result = body(docker, &guard) => result,
             _ = cancel.cancelled() => Err(SandboxError::Cancelled),
             _ = self.stopping.cancelled() => Err(SandboxError::ShuttingDown),
         };

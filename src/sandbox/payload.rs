@@ -77,7 +77,7 @@ impl ExecutionRequest {
     }
 }
 
-/// Finds the runner's trailer, `NUL "pyexec-exit <token> <status>[ <length>]" LF`, at the end
+/// Finds the runner's trailer, `NUL "pyexec-exit <token> <status>[ <length>[ oom]]" LF`, at the end
 /// of one output stream, holding back the few bytes that could be its start so it never
 /// reaches the output; with a length, the bundle of returned files that follows it is
 /// collected too (up to a cap; a larger one is refused, not read). Once the trailer (and its
@@ -89,8 +89,8 @@ pub struct Trailer {
     prefix: Vec<u8>,
     /// Bytes not yet passed on: they might be the start of the trailer.
     held: Vec<u8>,
-    /// The status line, once seen: the status and the bundle's declared length.
-    line: Option<(i64, usize)>,
+    /// The status line, once seen.
+    line: Option<StatusLine>,
     /// The bundle so far.
     bundle: Vec<u8>,
     /// Largest bundle accepted.
@@ -108,8 +108,18 @@ pub enum Bundle {
     Refused(usize),
 }
 
-/// Longest status line after the prefix, newline included ("255 " + 20 digits + "\n").
-const STATUS_MAX: usize = 25;
+/// What the runner's status line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StatusLine {
+    status: i64,
+    /// The declared length of the bundle that follows.
+    length: usize,
+    /// The container's memory cgroup counted an OOM kill (said only for a SIGKILLed child).
+    oom: bool,
+}
+
+/// Longest status line after the prefix, newline included ("255 " + 20 digits + " oom\n").
+const STATUS_MAX: usize = 29;
 
 impl Trailer {
     /// A trailer finder for `token`, accepting a bundle of at most `max_bundle` bytes.
@@ -128,15 +138,20 @@ impl Trailer {
 
     /// The exit status the trailer carried, once it and its bundle are in.
     pub fn status(&self) -> Option<i64> {
-        let (status, length) = self.line?;
+        let StatusLine { status, length, .. } = self.line?;
         (length > self.max_bundle || self.bundle.len() >= length).then_some(status)
+    }
+
+    /// Whether the runner saw the OOM killer strike in the container (once the status is in).
+    pub fn oom(&self) -> bool {
+        self.line.is_some_and(|line| line.oom)
     }
 
     /// The bundle that followed the trailer (call once the status is known).
     pub fn take_bundle(&mut self) -> Bundle {
         match self.line {
-            Some((_, length)) if length > self.max_bundle => Bundle::Refused(length),
-            Some((_, length)) if length > 0 && self.bundle.len() == length => {
+            Some(StatusLine { length, .. }) if length > self.max_bundle => Bundle::Refused(length),
+            Some(StatusLine { length, .. }) if length > 0 && self.bundle.len() == length => {
                 Bundle::Whole(std::mem::take(&mut self.bundle))
             }
             _ => Bundle::None,
@@ -145,7 +160,7 @@ impl Trailer {
 
     /// Takes a chunk of the stream; passes on to `out` what is certainly program output.
     pub fn push(&mut self, chunk: &[u8], out: &mut dyn FnMut(&[u8])) {
-        if let Some((_, length)) = self.line {
+        if let Some(StatusLine { length, .. }) = self.line {
             if length <= self.max_bundle {
                 let room = length - self.bundle.len().min(length);
                 self.bundle
@@ -192,8 +207,8 @@ impl Trailer {
     }
 }
 
-/// `<status>` or `<status> <length>`.
-fn parse_line(line: &[u8]) -> Option<(i64, usize)> {
+/// `<status>`, `<status> <length>` or `<status> <length> oom`.
+fn parse_line(line: &[u8]) -> Option<StatusLine> {
     let line = std::str::from_utf8(line).ok()?;
     let mut fields = line.split(' ');
     let status = fields.next()?.parse().ok()?;
@@ -201,7 +216,16 @@ fn parse_line(line: &[u8]) -> Option<(i64, usize)> {
         Some(length) => length.parse().ok()?,
         None => 0,
     };
-    fields.next().is_none().then_some((status, length))
+    let oom = match fields.next() {
+        None => false,
+        Some("oom") => true,
+        Some(_) => return None,
+    };
+    fields.next().is_none().then_some(StatusLine {
+        status,
+        length,
+        oom,
+    })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -277,6 +301,20 @@ mod tests {
             (trailer.status(), trailer.take_bundle()),
             (Some(0), Bundle::None)
         );
+    }
+
+    #[test]
+    fn an_oom_mark_after_the_length_is_read_and_anything_else_there_is_no_trailer() {
+        let mut trailer = Trailer::new("abc", 10);
+        let out = through(&mut trailer, &[b"start\n\0pyexec-exit abc 137 0 oom\n"]);
+        assert_eq!(out, b"start\n");
+        assert_eq!((trailer.status(), trailer.oom()), (Some(137), true));
+        let mut trailer = Trailer::new("abc", 10);
+        through(&mut trailer, &[b"\0pyexec-exit abc 137 0\n"]);
+        assert_eq!((trailer.status(), trailer.oom()), (Some(137), false));
+        let mut trailer = Trailer::new("abc", 10);
+        through(&mut trailer, &[b"\0pyexec-exit abc 137 0 ok\n"]);
+        assert_eq!(trailer.status(), None);
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl Pool {
 
 /// The refill task: keeps `size` warm containers of the current image until shutdown.
 pub(super) async fn keep_full(sandbox: Arc<Sandbox>) {
-    let pool = &sandbox.pool;
+    let pool = sandbox.pool();
     let mut backoff = Duration::from_secs(1);
     loop {
         let image = sandbox.current_image();
@@ -137,7 +137,7 @@ pub(super) async fn keep_full(sandbox: Arc<Sandbox>) {
             let warming = warm_one(&sandbox, image.clone());
             let warmed = tokio::select! {
                 warmed = warming => warmed,
-                _ = sandbox.stopping.cancelled() => break,
+                _ = sandbox.stopping().cancelled() => break,
             };
             match warmed {
                 Ok(warm) => {
@@ -162,7 +162,7 @@ pub(super) async fn keep_full(sandbox: Arc<Sandbox>) {
         tokio::select! {
             _ = pool.wake.notified() => {}
             _ = tokio::time::sleep(pause) => {}
-            _ = sandbox.stopping.cancelled() => break,
+            _ = sandbox.stopping().cancelled() => break,
         }
     }
     pool.drain();
@@ -171,7 +171,7 @@ pub(super) async fn keep_full(sandbox: Arc<Sandbox>) {
 /// Creates, attaches and starts one container that may wait up to the max age for a call.
 async fn warm_one(sandbox: &Sandbox, image: Arc<str>) -> Result<Warm, SandboxError> {
     let (guard, streams) = sandbox
-        .start_execution(&image, sandbox.pool.config.max_age, None)
+        .start_execution(&image, sandbox.pool().config.max_age, None)
         .await?;
     Ok(Warm {
         guard,

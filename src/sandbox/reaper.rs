@@ -39,7 +39,7 @@ pub async fn labelled_containers(
         )])),
         ..Default::default()
     };
-    let mut listed = docker.list_containers(Some(options)).await?;
+    let mut listed = crate::docker::list_containers(docker, options).await?;
     listed.retain(|c| {
         c.labels
             .as_ref()

@@ -16,6 +16,8 @@
 #   the length of a bundle that follows it: a JSON manifest line, then the bytes of each file
 #   -- the figures the program drew, then what it left in /tmp/outputs -- within the budget.
 #   Only regular files are read (no link is followed, nothing blocks); the rest is listed.
+#   A child killed by SIGKILL gets " oom" after the length when the container's memory cgroup
+#   counts an OOM kill (engines differ in reporting it: Podman never does).
 #   The server can answer without waiting for the container to stop. Whatever the program
 #   writes is relayed as output; it cannot end the streams early, since it does not know the
 #   token. At the deadline the supervisor exits with 137, so an orphaned container (its server
@@ -454,11 +456,29 @@ def _keep_deadline(seconds, exit):
     signal.alarm(seconds)
 
 
+def _oom_killed():
+    """Whether the kernel's OOM killer struck in this container's memory cgroup (v1 or v2)."""
+    for path in ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"):
+        try:
+            with open(path, "rb") as counters:
+                for line in counters:
+                    key, _, value = line.partition(b" ")
+                    if key == b"oom_kill":
+                        return int(value) > 0
+        except (OSError, ValueError):
+            pass
+    return False
+
+
 def _supervise():
     import _signal as signal  # the C module: `signal` imports enum, ~8 ms at start
 
     _set_dumpable(0)
     exit = os._exit
+    # Podman adds these to every container; the server sets neither, so on any engine the
+    # program sees exactly the environment the server gave.
+    for name in ("container", "TERM"):
+        os.environ.pop(name, None)
     # PID 1 gets only the signals it handles: SIGINT must not raise in here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if len(sys.argv) > 1:
@@ -502,7 +522,8 @@ def _supervise():
         except Exception as error:
             _write_all(2, b"pyexec runner: files could not be collected: %r\n" % (error,))
     trailer = b"\0pyexec-exit " + token + b" " + str(status).encode()
-    for fd, tail in ((1, b" %d\n" % len(bundle) + bundle), (2, b"\n")):
+    oom = b" oom" if status == 137 and _oom_killed() else b""
+    for fd, tail in ((1, b" %d%s\n" % (len(bundle), oom) + bundle), (2, b"\n")):
         try:
             _write_all(fd, trailer + tail)
         except OSError:

@@ -14,6 +14,7 @@ use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use super::container::ContainerGuard;
 use super::payload::{Bundle, Trailer};
 use super::{KILLED, RunOutcome, START_TIMEOUT, SandboxError, Stream};
 use crate::docker::{DockerError, classify};
@@ -24,14 +25,15 @@ use crate::docker::{DockerError, classify};
 /// timed out (the caller's guard kills and removes it).
 pub async fn run_attached(
     docker: &Docker,
-    name: &str,
+    guard: &ContainerGuard,
     spec: ContainerCreateBody,
     payload: &[u8],
     timeout: Duration,
     on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
 ) -> Result<RunOutcome, SandboxError> {
     let image = spec.image.clone().unwrap_or_default();
-    let streams = start_attached(docker, name, spec).await?;
+    let name = guard.name();
+    let streams = start_attached(docker, guard, spec).await?;
     let delivery = Delivery {
         payload,
         timeout,
@@ -45,18 +47,39 @@ pub async fn run_attached(
 /// [`START_TIMEOUT`]. The container's program is then running, waiting for its stdin.
 pub(super) async fn start_attached(
     docker: &Docker,
-    name: &str,
+    guard: &ContainerGuard,
     spec: ContainerCreateBody,
 ) -> Result<AttachContainerResults, SandboxError> {
     let image = spec.image.clone().unwrap_or_default();
+    let name = guard.name();
+    // Taken here, before the request is even sent, so no removal can come first.
+    let held = guard
+        .create_gate()
+        .try_lock_owned()
+        .expect("a guard's container is created once");
     let starting = async {
         let options = CreateContainerOptions {
             name: Some(name.to_string()),
             ..Default::default()
         };
-        docker
-            .create_container(Some(options), spec)
+        // The create request runs to its end even when this call is cancelled or timed out
+        // (the guard then removes what it made): an engine that sees its client go mid-create
+        // may keep a half-made container (Podman 4.3 then fails every later list).
+        let create = {
+            let docker = docker.clone();
+            tokio::spawn(async move {
+                let created = docker.create_container(Some(options), spec).await;
+                drop(held);
+                created
+            })
+        };
+        create
             .await
+            .map_err(|e| DockerError::Failed {
+                action: "create the container",
+                message: e.to_string(),
+                source: None,
+            })?
             .map_err(|e| classify(e, "create the container", &image))?;
         let attach = AttachContainerOptions {
             stdin: true,
@@ -83,6 +106,7 @@ pub(super) async fn start_attached(
                 "no answer within {} s (is the runtime healthy? see `docker info`)",
                 START_TIMEOUT.as_secs()
             ),
+            source: None,
         })?
 }
 
@@ -148,7 +172,7 @@ pub(super) async fn stream_and_wait(
             };
             trailer.push(&message, &mut |bytes| on_output(stream, bytes));
             if let (Some(status), Some(_)) = (out.status(), err.status()) {
-                return Ok(Some(status));
+                return Ok(Some((status, out.oom())));
             }
         }
         if let Some((out, err)) = trailers.as_mut() {
@@ -174,10 +198,13 @@ pub(super) async fn stream_and_wait(
         });
     };
     let (exit_code, oom_killed) = match ended? {
-        // A child killed by SIGKILL may have met the OOM killer: the supervisor exits with the
-        // same status right after its trailer, and Docker's record of the container tells.
-        Some(KILLED) => exit_status(docker, name, image).await?,
-        Some(status) => (status, false),
+        // The runner read the container's memory cgroup: the OOM killer struck.
+        Some((KILLED, true)) => (KILLED, true),
+        // A child killed by SIGKILL may still have met the OOM killer where the runner cannot
+        // read the cgroup (gVisor): the supervisor exits with the same status right after its
+        // trailer, and the engine's record of the container tells.
+        Some((KILLED, false)) => exit_status(docker, name, image).await?,
+        Some((status, _)) => (status, false),
         None => exit_status(docker, name, image).await?,
     };
     let bundle = trailers.map_or(Bundle::None, |(mut out, _)| out.take_bundle());
@@ -204,6 +231,7 @@ async fn exit_status(
             return Err(DockerError::Failed {
                 action: "wait for the container",
                 message: "the wait ended without a status".to_string(),
+                source: None,
             }
             .into());
         }

@@ -120,8 +120,7 @@ pub async fn containers_of(sandbox: &Sandbox) -> Vec<String> {
         .negotiate_version()
         .await
         .expect("Docker reachable");
-    docker
-        .list_containers(Some(options))
+    mcp_python_executor::docker::list_containers(&docker, options)
         .await
         .expect("list containers")
         .into_iter()
