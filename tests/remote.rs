@@ -14,6 +14,8 @@ struct TlsDaemon {
     child: Child,
     dir: PathBuf,
     host: String,
+    /// The bridge made for it, removed with it.
+    bridge: String,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -128,6 +130,17 @@ impl TlsDaemon {
             .unwrap()
             .port();
         let host = format!("tcp://127.0.0.1:{port}");
+        // A bridge of its own: `--bridge none` would make it delete the machine daemon's
+        // docker0, and the default would share it. Executions use no network anyway.
+        let bridge = format!("pxtls{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let made = Command::new("ip")
+            .args(["link", "add", &bridge, "type", "bridge"])
+            .status()
+            .expect("ip runs");
+        assert!(
+            made.success(),
+            "cannot add bridge {bridge} (the test needs root)"
+        );
         // Its own (empty) configuration: not the machine daemon's.
         std::fs::write(dir.join("daemon.json"), "{}").unwrap();
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
@@ -143,14 +156,19 @@ impl TlsDaemon {
             .arg(dir.join("dockerd.pid"))
             .arg("--config-file")
             .arg(dir.join("daemon.json"))
-            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .args(["--bridge", &bridge, "--iptables=false", "--ip-masq=false"])
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("dockerd starts (the test needs root and Docker installed)");
-        let daemon = TlsDaemon { child, dir, host };
+        let daemon = TlsDaemon {
+            child,
+            dir,
+            host,
+            bridge,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while daemon.docker(&["version"]).status.code() != Some(0) {
             assert!(
@@ -232,12 +250,21 @@ impl Drop for TlsDaemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+/// Whether the machine daemon's bridge exists (it must survive the second daemon).
+fn docker0() -> bool {
+    Path::new("/sys/class/net/docker0").exists()
+}
+
 #[test]
 fn remote_docker_over_tls_runs_code_and_refuses_wrong_certificates() {
+    let had_docker0 = docker0();
     let daemon = TlsDaemon::start();
     let ran = daemon.exec(
         "client",
@@ -267,4 +294,10 @@ fn remote_docker_over_tls_runs_code_and_refuses_wrong_certificates() {
         );
         assert!(stderr.contains("hint:"), "{folder}: {stderr}");
     }
+    drop(daemon);
+    assert_eq!(
+        docker0(),
+        had_docker0,
+        "the machine daemon's docker0 is untouched"
+    );
 }
