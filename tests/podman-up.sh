@@ -13,7 +13,9 @@ answers() { curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; }
 if ! answers; then
   mkdir -p "$(dirname "$sock")"
   say "starting podman system service on $sock"
-  nohup podman system service --time=0 "unix://$sock" >/tmp/podman-service.log 2>&1 &
+  # From / : conmon leaves an `oom` file in the service's working directory when a
+  # container meets the OOM killer, which would litter the checkout.
+  (cd / && nohup podman system service --time=0 "unix://$sock" >/tmp/podman-service.log 2>&1 &)
   for _ in $(seq 1 30); do answers && break; sleep 1; done
   answers || { say "the service did not come up:"; tail -n 20 /tmp/podman-service.log >&2; exit 1; }
 fi
