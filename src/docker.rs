@@ -89,11 +89,27 @@ pub async fn connect() -> Result<Docker, DockerError> {
     docker.negotiate_version().await.map_err(unreachable)
 }
 
+/// Which engine answers on the socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EngineKind {
+    #[default]
+    Docker,
+    Podman,
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EngineKind::Docker => "Docker",
+            EngineKind::Podman => "Podman",
+        })
+    }
+}
+
 /// The engine behind the socket, as far as the sandbox cares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Engine {
-    /// "Docker" or "Podman".
-    pub name: String,
+    pub kind: EngineKind,
     pub version: String,
     /// Containers run in a user namespace of an unprivileged user.
     pub rootless: bool,
@@ -104,19 +120,26 @@ pub struct Engine {
 impl Engine {
     /// Asks the engine; what it does not say stays empty.
     pub async fn of(docker: &Docker) -> Self {
-        let mut engine = Engine {
-            name: "Docker".to_string(),
-            ..Engine::default()
-        };
-        if let Ok(version) = docker.version().await {
-            let components = version.components.unwrap_or_default();
+        let version = docker.version().await.ok();
+        let info = docker.info().await.ok();
+        Self::from_reports(version.as_ref(), info.as_ref())
+    }
+
+    /// Reads the engine from its version and info reports (either may be missing).
+    pub fn from_reports(
+        version: Option<&bollard::models::SystemVersion>,
+        info: Option<&bollard::models::SystemInfo>,
+    ) -> Self {
+        let mut engine = Engine::default();
+        if let Some(version) = version {
+            let components = version.components.as_deref().unwrap_or_default();
             if components.iter().any(|c| c.name.contains("Podman")) {
-                engine.name = "Podman".to_string();
+                engine.kind = EngineKind::Podman;
             }
-            engine.version = version.version.unwrap_or_default();
+            engine.version = version.version.clone().unwrap_or_default();
         }
-        if let Ok(info) = docker.info().await {
-            let options = info.security_options.unwrap_or_default();
+        if let Some(info) = info {
+            let options = info.security_options.as_deref().unwrap_or_default();
             engine.rootless = options.iter().any(|o| o.contains("name=rootless"));
             engine.cgroup = info.cgroup_version.map(|v| v.to_string());
         }
@@ -130,14 +153,14 @@ impl Engine {
             format!(
                 "{} runs rootless on cgroup v1, where it ignores memory, process and CPU \
                  limits: the sandbox refuses to run code without them",
-                self.name
+                self.kind
             )
         })
     }
 
     /// "Podman 4.3.1, rootless, cgroup v1".
     pub fn describe(&self) -> String {
-        let mut text = format!("{} {}", self.name, self.version);
+        let mut text = format!("{} {}", self.kind, self.version);
         text.push_str(if self.rootless {
             ", rootless"
         } else {
@@ -219,7 +242,7 @@ mod tests {
     #[test]
     fn only_a_rootless_engine_on_cgroup_v1_is_refused() {
         let engine = |rootless, cgroup: &str| Engine {
-            name: "Podman".to_string(),
+            kind: EngineKind::Podman,
             version: "4.3.1".to_string(),
             rootless,
             cgroup: Some(cgroup.to_string()),

@@ -78,24 +78,22 @@ pub async fn gather(sandbox: &SandboxConfig, environment: &EnvironmentConfig) ->
         }
     };
     let docker = &docker;
-    facts.engine = Some(crate::docker::Engine::of(docker).await);
-    if let Ok(version) = docker.version().await {
+    let version = docker.version().await.ok();
+    let info = docker.info().await.ok();
+    facts.engine = Some(crate::docker::Engine::from_reports(
+        version.as_ref(),
+        info.as_ref(),
+    ));
+    if let Some(version) = version {
         facts.version = version.version;
         facts.api_version = version.api_version;
     }
-    if let Ok(info) = docker.info().await {
+    if let Some(info) = info {
         facts.default_runtime = info.default_runtime;
         facts.runtimes = info.runtimes.unwrap_or_default().into_keys().collect();
         facts.runtimes.sort();
         facts.security_options = info.security_options.unwrap_or_default();
-        facts.cgroup_version = info
-            .cgroup_version
-            .map(|v| {
-                serde_json::to_value(v)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-            })
-            .and_then(|v| v);
+        facts.cgroup_version = info.cgroup_version.map(|v| v.to_string());
     }
     if let Ok(image) = docker.inspect_image(&facts.image).await {
         let labels = image.config.and_then(|c| c.labels).unwrap_or_default();
@@ -172,7 +170,6 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
         .engine
         .clone()
         .unwrap_or_else(|| crate::docker::Engine {
-            name: "Docker".to_string(),
             version: facts.version.clone().unwrap_or_else(unknown),
             ..Default::default()
         });
@@ -198,12 +195,14 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
             ),
         ));
     }
-    if engine.name == "Podman" {
+    if engine.kind == crate::docker::EngineKind::Podman {
         found.push(finding(
-            Verdict::Ok,
+            Verdict::Warn,
             "podman",
-            "installs need Podman's init: Debian's `catatonit` package".to_string(),
-            None,
+            "executions work; install_packages is refused (Podman's compatible commit drops a \
+             layer's config and labels)"
+                .to_string(),
+            Some("bake packages into an image built FROM the base and pass it with --image, or install against Docker"),
         ));
     }
     let gvisor = facts.runtimes.iter().any(|r| r == "runsc");
@@ -386,10 +385,10 @@ mod tests {
     }
 
     #[test]
-    fn a_rootless_engine_on_cgroup_v1_fails_and_podman_names_its_init() {
+    fn a_rootless_engine_on_cgroup_v1_fails_and_podman_says_installs_are_refused() {
         let mut facts = healthy();
         facts.engine = Some(crate::docker::Engine {
-            name: "Podman".into(),
+            kind: crate::docker::EngineKind::Podman,
             version: "4.3.1".into(),
             rootless: true,
             cgroup: Some("1".into()),
@@ -399,7 +398,8 @@ mod tests {
         let limits = findings.iter().find(|f| f.check == "limits").unwrap();
         assert!(limits.detail.contains("ignores memory"), "{limits:?}");
         assert!(limits.next.as_deref().unwrap().contains("cgroup v2"));
-        assert!(render(&findings).contains("catatonit"));
+        assert_eq!(verdict_of(&findings, "podman"), Verdict::Warn);
+        assert!(render(&findings).contains("install_packages is refused"));
         facts.engine.as_mut().unwrap().rootless = false;
         assert!(!assess(&facts).iter().any(|f| f.check == "limits"));
     }

@@ -332,7 +332,7 @@ async fn a_failed_preinstall_is_said_in_one_line_and_the_call_still_runs() {
 #[tokio::test]
 async fn on_podman_an_install_is_refused_with_the_reason_and_executions_go_on() {
     let (sandbox, environment, _cleanup) = environment_with(&[]);
-    if sandbox.engine().await.unwrap().name != "Podman" {
+    if sandbox.engine().await.unwrap().kind != mcp_python_executor::docker::EngineKind::Podman {
         return;
     }
     let refused = environment

@@ -7,8 +7,7 @@ sock=${1:-/run/podman/podman.sock}
 image=mcp-python-executor/base:latest
 say() { echo "podman-up: $*" >&2; }
 
-command -v podman >/dev/null || { say "podman is not installed: apt-get install podman catatonit"; exit 1; }
-[ -x /usr/libexec/podman/catatonit ] || say "warning: catatonit is missing; installs need it (apt-get install catatonit)"
+command -v podman >/dev/null || { say "podman is not installed: apt-get install podman"; exit 1; }
 answers() { curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; }
 if ! answers; then
   mkdir -p "$(dirname "$sock")"

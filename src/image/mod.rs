@@ -388,7 +388,7 @@ impl Environment {
             return Ok(report(quick, Vec::new(), false));
         }
         let engine = self.sandbox.engine().await?;
-        if engine.name == "Podman" {
+        if engine.kind == crate::docker::EngineKind::Podman {
             return Err(InstallError::EngineUnsupported {
                 engine: engine.describe(),
             });
