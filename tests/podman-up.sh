@@ -14,7 +14,8 @@ if ! answers; then
   say "starting podman system service on $sock"
   # From / : conmon leaves an `oom` file in the service's working directory when a
   # container meets the OOM killer, which would litter the checkout.
-  (cd / && nohup podman system service --time=0 "unix://$sock" >/tmp/podman-service.log 2>&1 &)
+  # exec, with every stream redirected: nothing of this script's (make's pipes) stays open.
+  (cd / && exec podman system service --time=0 "unix://$sock" </dev/null >/tmp/podman-service.log 2>&1) &
   for _ in $(seq 1 30); do answers && break; sleep 1; done
   answers || { say "the service did not come up:"; tail -n 20 /tmp/podman-service.log >&2; exit 1; }
 fi
