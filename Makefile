@@ -14,11 +14,11 @@ all: build
 build:
 	cargo build --release
 
-image:
-	images/build.sh
+image: build
+	$(BIN) image build
 
-image-rebuild:
-	images/build.sh --force
+image-rebuild: build
+	$(BIN) image build --force
 
 run: image build
 	@exec $(BIN)
@@ -50,10 +50,10 @@ test-rust:
 # Podman (its compatible commit drops a layer's config): the packages test checks that.
 PODMAN_SOCK := /run/podman/podman.sock
 test-podman: image build
-	tests/podman-up.sh $(PODMAN_SOCK)
+	tests/podman-up.sh $(PODMAN_SOCK) $(BIN)
 	DOCKER_HOST=unix://$(PODMAN_SOCK) cargo nextest run --cargo-profile release --no-fail-fast \
 		--test mcp --test execute --test isolation --test attacks --test pool --test reaper \
-		--test faults --test cli --test packages -E 'not binary(packages) or test(on_podman)'
+		--test faults --test cli --test packages --test image_build -E 'not binary(packages) or test(on_podman)'
 
 # The isolation tests and the attack corpus again, under gVisor (needs runsc registered with
 # dockerd: see SECURITY.md).

@@ -213,7 +213,12 @@ async fn healthz(State(sandbox): State<Arc<Sandbox>>) -> Response {
         docker
             .inspect_image(&sandbox.config().image)
             .await
-            .map_err(|_| format!("image {} not found: run make image", sandbox.config().image))?;
+            .map_err(|_| {
+                format!(
+                    "image {} not found: run `mcp-python-executor image build` (or make image)",
+                    sandbox.config().image
+                )
+            })?;
         Ok::<(), String>(())
     };
     match tokio::time::timeout(Duration::from_secs(5), checked).await {

@@ -12,6 +12,8 @@
 //!   saved under `--output-dir`.
 //! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
 //!   the guard that removes it on every path, and the startup reaper.
+//! - [`base_image`]: `image build`: the recipe sent through the engine's API, the offline
+//!   root filesystem imported the same way.
 //! - [`docker`]: the lazy daemon connection and Docker errors turned into next steps.
 //! - [`doctor`]: the host check behind `mcp-python-executor doctor`.
 //! - [`image`]: the package environment: the current image, installs as checked, committed
@@ -36,6 +38,7 @@
 //! ```
 
 pub mod attachments;
+pub mod base_image;
 pub mod config;
 pub mod docker;
 pub mod doctor;

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use mcp_python_executor::config::{EnvironmentArgs, HttpArgs, SandboxArgs};
+use mcp_python_executor::config::{EnvironmentArgs, HttpArgs, ImageBuildArgs, SandboxArgs};
 use mcp_python_executor::image::Environment;
 use mcp_python_executor::sandbox::{ExecutionRequest, Sandbox};
 use mcp_python_executor::serving;
@@ -21,7 +21,7 @@ use mcp_python_executor::serving;
 ///
 /// With no subcommand the server speaks MCP on stdio; for Claude Desktop add
 /// {"mcpServers": {"python": {"command": "/abs/path/mcp-python-executor"}}}
-/// to claude_desktop_config.json. Build the image first with `make image`.
+/// to claude_desktop_config.json. Build the image first: `mcp-python-executor image build`.
 /// With --http it serves MCP over Streamable HTTP at /mcp for several clients instead
 /// (bearer tokens from PYEXEC_HTTP_TOKEN or --http-tokens; see the README).
 /// The engine is the one DOCKER_HOST names, as for the Docker CLI (DOCKER_TLS_VERIFY and
@@ -59,6 +59,17 @@ enum Command {
     Packages(PackagesCommand),
     /// Check what this host gives the sandbox (Docker, runtime, seccomp, image, leftovers)
     Doctor,
+    /// Build the sandbox image in the engine DOCKER_HOST names
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Build --image from the recipe in this binary, unless it is up to date: on the registry's
+    /// Python image when the engine has or can pull it, else on a Debian root filesystem made
+    /// by debootstrap (or given with --rootfs) and imported through the engine's API
+    Build(ImageBuildArgs),
 }
 
 /// Exit status of `exec` when the tool itself failed (Docker, the image, the request), as
@@ -105,8 +116,12 @@ fn main() -> ExitCode {
         let sandbox_config = cli.sandbox.resolve()?;
         let http = cli.http.resolve(sandbox_config.limits.max_input_bytes)?;
         let environment_config = cli.environment.resolve()?;
-        if matches!(command, Command::Doctor) {
-            return doctor(&sandbox_config, &environment_config).await;
+        match &command {
+            Command::Doctor => return doctor(&sandbox_config, &environment_config).await,
+            Command::Image(ImageCommand::Build(args)) => {
+                return image_build(args.resolve(&sandbox_config.image)?).await;
+            }
+            _ => {}
         }
         let sandbox = Arc::new(Sandbox::new(sandbox_config));
         let environment = Arc::new(Environment::new(sandbox.clone(), environment_config));
@@ -117,7 +132,7 @@ fn main() -> ExitCode {
             },
             Command::Exec { file, input } => exec(sandbox, environment, file, input).await,
             Command::Packages(command) => packages(environment, command).await,
-            Command::Doctor => unreachable!("handled above"),
+            Command::Doctor | Command::Image(_) => unreachable!("handled above"),
         }
     });
     // The stdin reader is a blocking read that only the client can end: do not wait for it
@@ -160,6 +175,18 @@ fn report(error: &anyhow::Error) {
     for hint in hints {
         eprintln!("hint: {hint}");
     }
+}
+
+/// Builds the sandbox image in the engine `DOCKER_HOST` names; progress goes to stderr.
+async fn image_build(plan: mcp_python_executor::base_image::BuildPlan) -> anyhow::Result<ExitCode> {
+    use mcp_python_executor::base_image::{Built, build};
+    let docker = mcp_python_executor::docker::connect().await?;
+    let say = |line: &str| eprintln!("image: {line}");
+    match build(&docker, &plan, &say).await? {
+        Built::UpToDate => say(&format!("{} is up to date (--force rebuilds it)", plan.tag)),
+        Built::On(base) => say(&format!("built {} on {base}", plan.tag)),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the host check and prints it; fails when a check failed.

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Makes a rootful Podman serve the Docker API on $1 (default /run/podman/podman.sock) with the
 # sandbox image in its store, for `make test-podman`. Starts `podman system service` when the
-# socket does not answer; loads the image from Docker when Podman lacks it or has another id.
+# socket does not answer; builds the image in Podman with the binary ($2).
 set -euo pipefail
 sock=${1:-/run/podman/podman.sock}
+bin=${2:-target/release/mcp-python-executor}
 image=mcp-python-executor/base:latest
+rootfs=mcp-python-executor/rootfs:bookworm
 say() { echo "podman-up: $*" >&2; }
 
 command -v podman >/dev/null || { say "podman is not installed: apt-get install podman"; exit 1; }
@@ -19,9 +21,18 @@ if ! answers; then
   for _ in $(seq 1 30); do answers && break; sleep 1; done
   answers || { say "the service did not come up:"; tail -n 20 /tmp/podman-service.log >&2; exit 1; }
 fi
-want=$(DOCKER_HOST= docker image inspect --format '{{.Id}}' "$image")
-have=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
-if [ "sha256:${have#sha256:}" != "$want" ]; then
+# The sandbox image is built in Podman by the binary, through Podman's API (the test of
+# `image build` on Podman), on the offline root filesystem that Docker's `make image` left.
+# Without that image (a registry machine), the base is copied from Docker instead.
+same_in_podman() {
+  want=$(DOCKER_HOST= docker image inspect --format '{{.Id}}' "$1")
+  have=$(podman image inspect --format '{{.Id}}' "$1" 2>/dev/null || true)
+  [ "sha256:${have#sha256:}" = "$want" ]
+}
+if DOCKER_HOST= docker image inspect "$rootfs" >/dev/null 2>&1; then
+  same_in_podman "$rootfs" || { say "loading $rootfs into Podman"; DOCKER_HOST= docker save "$rootfs" | podman load >/dev/null; }
+  DOCKER_HOST="unix://$sock" "$bin" image build --offline
+elif ! same_in_podman "$image"; then
   say "loading $image into Podman"
   DOCKER_HOST= docker save "$image" | podman load >/dev/null
 fi

@@ -121,7 +121,7 @@ pub enum InstallError {
     },
     #[error(
         "the base image {image} predates unprivileged installs (it has no installer user)\n\
-         hint: rebuild it with `make image-rebuild` (or images/build.sh --force)"
+         hint: rebuild it with `mcp-python-executor image build --force` (or `make image-rebuild`)"
     )]
     BaseOutdated { image: String },
     #[error("the install finished but its result could not be saved: {0}")]
