@@ -31,8 +31,17 @@ pub enum DockerError {
          controllers delegated to the user (see the README's Podman section)"
     )]
     CannotLimit { reason: String },
-    #[error("image {image} not found\nhint: build it with `make image` (or images/build.sh)")]
+    #[error(
+        "image {image} not found\nhint: build it with `mcp-python-executor image build` (or `make image`)"
+    )]
     ImageMissing { image: String },
+    #[error(
+        "DOCKER_HOST={host}: ssh:// hosts are not supported\n\
+         hint: forward the remote engine's socket (ssh -nNT -L \
+         /tmp/remote-docker.sock:/var/run/docker.sock user@host) and set \
+         DOCKER_HOST=unix:///tmp/remote-docker.sock, or reach the host over TLS (tcp://)"
+    )]
+    SshUnsupported { host: String },
     #[error("Docker could not {action}: {message}")]
     Failed {
         action: &'static str,
@@ -84,7 +93,15 @@ impl LazyDocker {
 
 /// Connects to `DOCKER_HOST` (or the default socket) and negotiates the API version: Docker's
 /// CLI conventions, `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for `tcp://` included.
+///
+/// `ssh://` is refused by name: bollard 0.21's ssh connector drops a port given in the URL,
+/// trusts a host key it has never seen and has no connect timeout, so a forwarded socket is the
+/// safer way to a host reached by SSH.
 pub async fn connect() -> Result<Docker, DockerError> {
+    let host = docker_host();
+    if host.starts_with("ssh://") {
+        return Err(DockerError::SshUnsupported { host });
+    }
     let docker = Docker::connect_with_defaults().map_err(unreachable)?;
     docker.negotiate_version().await.map_err(unreachable)
 }

@@ -155,14 +155,15 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
     };
     if let Some(reason) = &facts.unreachable {
         let first = reason.lines().next().unwrap_or_default().to_string();
-        return vec![finding(
-            Verdict::Fail,
-            "docker",
-            first,
-            Some(
-                "start Docker (e.g. `systemctl start docker`), or set DOCKER_HOST to the engine you use (Podman: unix:///run/podman/podman.sock, or unix://$XDG_RUNTIME_DIR/podman/podman.sock rootless)",
-            ),
-        )];
+        // The error's own hint when it has one (ssh://, rootless on cgroup v1).
+        let hint = reason.lines().find_map(|line| line.strip_prefix("hint: "));
+        let next = match hint {
+            Some(hint) if !first.starts_with("cannot reach Docker") => hint,
+            _ => {
+                "start Docker (e.g. `systemctl start docker`), or set DOCKER_HOST to the engine you use (Podman: unix:///run/podman/podman.sock, or unix://$XDG_RUNTIME_DIR/podman/podman.sock rootless)"
+            }
+        };
+        return vec![finding(Verdict::Fail, "docker", first, Some(next))];
     }
     let mut found = Vec::new();
     let unknown = || "unknown".to_string();
@@ -273,7 +274,7 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
             Verdict::Fail,
             "image",
             format!("{} not found", facts.image),
-            Some("build it with `make image` (or images/build.sh)"),
+            Some("build it with `mcp-python-executor image build` (or `make image`)"),
         )),
         Some("2") => found.push(finding(
             Verdict::Ok,
@@ -288,7 +289,7 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
                 "{} predates unprivileged installs: executions work, installs are refused",
                 facts.image
             ),
-            Some("rebuild it with `make image-rebuild`"),
+            Some("rebuild it with `mcp-python-executor image build` (or `make image`)"),
         )),
     }
     match facts.env {

@@ -78,6 +78,64 @@ fn an_unreachable_daemon_says_so_and_what_to_do() {
     );
 }
 
+/// `ssh://` is refused by name with the way that works (a forwarded socket), not with the
+/// client library's "URI scheme is not supported", and nothing is tried.
+#[test]
+fn an_ssh_docker_host_is_refused_with_the_forwarded_socket_as_next_step() {
+    let output = exec_with_stdin(
+        &[],
+        "print(1)",
+        &[("DOCKER_HOST", "ssh://root@127.0.0.1:2222")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains("ssh:// hosts are not supported"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: forward the remote engine's socket"),
+        "{stderr}"
+    );
+    let doctor = binary()
+        .arg("doctor")
+        .env("DOCKER_HOST", "ssh://root@127.0.0.1:2222")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(!doctor.status.success());
+    assert!(
+        report.contains("next: forward the remote engine's socket"),
+        "{report}"
+    );
+}
+
+/// `image build --help` names every setting of its own with its variable.
+#[test]
+fn image_build_help_names_its_settings_and_variables() {
+    let output = binary()
+        .args(["image", "build", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "--offline",
+        "PYEXEC_OFFLINE",
+        "--rootfs",
+        "PYEXEC_ROOTFS",
+        "DEBIAN_MIRROR",
+        "DEBIAN_SUITE",
+        "DEBOOTSTRAP_CACHE",
+        "PYEXEC_BASE_IMAGE",
+        "PYEXEC_IMAGE_FORCE",
+    ] {
+        assert!(
+            help.contains(expected),
+            "image build --help lacks {expected}:\n{help}"
+        );
+    }
+}
+
 #[test]
 fn a_reader_that_goes_away_is_a_quiet_exit_with_the_programs_status() {
     let mut child = binary()
