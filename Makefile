@@ -53,7 +53,7 @@ test-podman: image build
 	tests/podman-up.sh $(PODMAN_SOCK) $(BIN)
 	DOCKER_HOST=unix://$(PODMAN_SOCK) cargo nextest run --cargo-profile release --no-fail-fast \
 		--test mcp --test execute --test isolation --test attacks --test pool --test reaper \
-		--test faults --test cli --test packages --test image_build -E 'not binary(packages) or test(on_podman)'
+		--test faults --test cli --test packages --test install_attacks --test image_build
 
 # The isolation tests and the attack corpus again, under gVisor (needs runsc registered with
 # dockerd: see SECURITY.md).

@@ -155,14 +155,11 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
     };
     if let Some(reason) = &facts.unreachable {
         let first = reason.lines().next().unwrap_or_default().to_string();
-        // The error's own hint when it has one (ssh://, rootless on cgroup v1).
+        // The error's own hint when it has one (ssh://, TLS, rootless on cgroup v1).
         let hint = reason.lines().find_map(|line| line.strip_prefix("hint: "));
-        let next = match hint {
-            Some(hint) if !first.starts_with("cannot reach Docker") => hint,
-            _ => {
-                "start Docker (e.g. `systemctl start docker`), or set DOCKER_HOST to the engine you use (Podman: unix:///run/podman/podman.sock, or unix://$XDG_RUNTIME_DIR/podman/podman.sock rootless)"
-            }
-        };
+        let next = hint.unwrap_or(
+            "start Docker (e.g. `systemctl start docker`), or set DOCKER_HOST to the engine you use (Podman: unix:///run/podman/podman.sock, or unix://$XDG_RUNTIME_DIR/podman/podman.sock rootless)",
+        );
         return vec![finding(Verdict::Fail, "docker", first, Some(next))];
     }
     let mut found = Vec::new();
@@ -194,16 +191,6 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
                 "run a rootful engine, or rootless on cgroup v2 with the memory, pids and cpu \
                  controllers delegated to the user (README, Podman)",
             ),
-        ));
-    }
-    if engine.kind == crate::docker::EngineKind::Podman {
-        found.push(finding(
-            Verdict::Warn,
-            "podman",
-            "executions work; install_packages is refused (Podman's compatible commit drops a \
-             layer's config and labels)"
-                .to_string(),
-            Some("bake packages into an image built FROM the base and pass it with --image, or install against Docker"),
         ));
     }
     let gvisor = facts.runtimes.iter().any(|r| r == "runsc");
@@ -386,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rootless_engine_on_cgroup_v1_fails_and_podman_says_installs_are_refused() {
+    fn a_rootless_engine_on_cgroup_v1_fails_and_a_rootful_one_passes() {
         let mut facts = healthy();
         facts.engine = Some(crate::docker::Engine {
             kind: crate::docker::EngineKind::Podman,
@@ -399,8 +386,6 @@ mod tests {
         let limits = findings.iter().find(|f| f.check == "limits").unwrap();
         assert!(limits.detail.contains("ignores memory"), "{limits:?}");
         assert!(limits.next.as_deref().unwrap().contains("cgroup v2"));
-        assert_eq!(verdict_of(&findings, "podman"), Verdict::Warn);
-        assert!(render(&findings).contains("install_packages is refused"));
         facts.engine.as_mut().unwrap().rootless = false;
         assert!(!assess(&facts).iter().any(|f| f.check == "limits"));
     }
@@ -408,7 +393,14 @@ mod tests {
     #[test]
     fn an_unreachable_daemon_is_one_failure_with_the_next_step() {
         let facts = Facts {
-            unreachable: Some("cannot reach Docker at tcp://x:1\nhint: …".into()),
+            unreachable: Some(
+                crate::docker::DockerError::Unreachable {
+                    host: "tcp://x:1".into(),
+                    reason: "connection refused".into(),
+                    source: None,
+                }
+                .to_string(),
+            ),
             ..Facts::default()
         };
         let findings = assess(&facts);

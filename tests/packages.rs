@@ -325,29 +325,65 @@ async fn a_failed_preinstall_is_said_in_one_line_and_the_call_still_runs() {
     client.cancel().await.unwrap();
 }
 
-/// Podman's Docker-compatible commit keeps the install container's config and drops the
-/// layer's labels, so on Podman an install is refused with the reason before any container
-/// starts, and executions go on (`make test-podman` runs this; on Docker it has nothing to
-/// check, and the tests above cover installs there).
+/// A layer changes packages and nothing else, on every engine: the environment image has the
+/// base's user, entrypoint, command, working directory and environment (bar the `container`,
+/// `TERM` and `HOSTNAME` Podman adds to every container) and the layer's labels,
+/// with the install container's ownership labels blanked. Podman's compatible commit ignores
+/// the config Docker takes from the request body; there it is sent as `changes` and checked
+/// after the commit (`make test-podman` runs this suite on Podman).
 #[tokio::test]
-async fn on_podman_an_install_is_refused_with_the_reason_and_executions_go_on() {
-    let (sandbox, environment, _cleanup) = environment_with(&[]);
-    if sandbox.engine().await.unwrap().kind != mcp_python_executor::docker::EngineKind::Podman {
-        return;
-    }
-    let refused = environment
-        .install(&["six"], &|_| {}, &CancellationToken::new())
+async fn a_layer_has_the_bases_config_and_its_own_labels_on_every_engine() {
+    let index = TestIndex::start(&["pyexec-probe==1.0"], 0.0);
+    let flags = local_flags(&index, &[]);
+    let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
+    environment
+        .install(&["pyexec-probe==1.0"], &quiet, &CancellationToken::new())
         .await
-        .unwrap_err();
-    assert!(
-        matches!(refused, InstallError::EngineUnsupported { .. }),
-        "{refused}"
+        .unwrap();
+    let state = environment.ensure_loaded().await.unwrap();
+    let docker = common::docker();
+    let config = |image: String| {
+        let docker = docker.clone();
+        async move { docker.inspect_image(&image).await.unwrap().config.unwrap() }
+    };
+    let layer = config(state.image.clone()).await;
+    let base = config(sandbox.config().image.clone()).await;
+    assert_eq!(layer.user, base.user);
+    assert_eq!(
+        layer.entrypoint.unwrap_or_default(),
+        base.entrypoint.unwrap_or_default()
     );
-    let said = refused.to_string();
-    assert!(said.contains("not available on Podman"), "{said}");
-    assert!(
-        said.contains("hint: install packages against a Docker engine"),
-        "{said}"
+    assert_eq!(layer.cmd, base.cmd);
+    assert_eq!(layer.working_dir, base.working_dir);
+    let mut env: Vec<String> = layer
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|pair| {
+            !["container=", "TERM=", "HOSTNAME="]
+                .iter()
+                .any(|name| pair.starts_with(name))
+        })
+        .collect();
+    let mut base_env = base.env.unwrap_or_default();
+    env.sort();
+    base_env.sort();
+    assert_eq!(env, base_env);
+    let labels = layer.labels.unwrap_or_default();
+    let packages: serde_json::Value =
+        serde_json::from_str(&labels["mcp-python-executor.packages"]).unwrap();
+    assert_eq!(packages["pyexec-probe"], "1.0", "{packages}");
+    assert_eq!(
+        labels["mcp-python-executor.requested"],
+        r#"["pyexec-probe==1.0"]"#
     );
+    assert_eq!(labels["mcp-python-executor.depth"], "1");
+    assert_eq!(
+        labels["mcp-python-executor"], "",
+        "ownership is not inherited"
+    );
+    assert_eq!(labels["mcp-python-executor.deadline"], "");
+    let run_as = run(&sandbox, "import os, pyexec_probe; print(os.getuid() >= 1500000000, sorted(k for k in os.environ if k in ('container', 'TERM')))").await;
+    assert_eq!(run_as.stdout, "True []\n", "{}", run_as.stderr);
     common::assert_still_serving(&sandbox).await;
 }

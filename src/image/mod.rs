@@ -126,14 +126,6 @@ pub enum InstallError {
     BaseOutdated { image: String },
     #[error("the install finished but its result could not be saved: {0}")]
     Commit(String),
-    #[error(
-        "install_packages is not available on {engine}: its Docker-compatible commit keeps the \
-         install container's user, environment, entrypoint and labels instead of the ones a \
-         layer must have, so no layer is made there; executions work\n\
-         hint: install packages against a Docker engine, or bake them into an image built \
-         FROM mcp-python-executor/base and pass it with --image (PYEXEC_IMAGE)"
-    )]
-    EngineUnsupported { engine: String },
 }
 
 /// What an install will do, decided from the current state alone.
@@ -386,12 +378,6 @@ impl Environment {
         let quick = plan(&known, &specs, self.config.max_layers)?;
         if quick.action.is_none() {
             return Ok(report(quick, Vec::new(), false));
-        }
-        let engine = self.sandbox.engine().await?;
-        if engine.kind == crate::docker::EngineKind::Podman {
-            return Err(InstallError::EngineUnsupported {
-                engine: engine.describe(),
-            });
         }
         let _changing = self.changing.lock().await;
         let _shown = Installing::start(&self.installing, &specs);
