@@ -36,12 +36,17 @@ pub enum DockerError {
     )]
     ImageMissing { image: String },
     #[error(
-        "DOCKER_HOST={host}: ssh:// hosts are not supported\n\
-         hint: forward the remote engine's socket (ssh -nNT -L \
-         /tmp/remote-docker.sock:/var/run/docker.sock user@host) and set \
-         DOCKER_HOST=unix:///tmp/remote-docker.sock, or reach the host over TLS (tcp://)"
+        "DOCKER_HOST={host} is not an ssh:// URL this server can use: {reason}\nhint: write it as the Docker CLI does: ssh://[USER@]HOST[:PORT]"
     )]
-    SshUnsupported { host: String },
+    SshUrl { host: String, reason: String },
+    #[error(
+        "cannot reach Docker at {host} over ssh ({reason})\n\
+         hint: `ssh [-p PORT] [USER@]HOST docker system dial-stdio` must work without a prompt \
+         for the user running the server: its key in ssh-agent or an IdentityFile in \
+         ~/.ssh/config, the host's key in ~/.ssh/known_hosts, and the docker CLI on the remote \
+         host's PATH"
+    )]
+    SshUnreachable { host: String, reason: String },
     #[error("Docker could not {action}: {message}")]
     Failed {
         action: &'static str,
@@ -94,16 +99,41 @@ impl LazyDocker {
 /// Connects to `DOCKER_HOST` (or the default socket) and negotiates the API version: Docker's
 /// CLI conventions, `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for `tcp://` included.
 ///
-/// `ssh://` is refused by name: bollard 0.21's ssh connector drops a port given in the URL,
-/// trusts a host key it has never seen and has no connect timeout, so a forwarded socket is the
-/// safer way to a host reached by SSH.
+/// `ssh://[user@]host[:port]` runs `ssh … docker system dial-stdio` per connection, as the
+/// Docker CLI does (`ssh.rs`); what ssh said is the reason when it fails.
 pub async fn connect() -> Result<Docker, DockerError> {
     let host = docker_host();
     if host.starts_with("ssh://") {
-        return Err(DockerError::SshUnsupported { host });
+        return connect_over_ssh(host).await;
     }
     let docker = Docker::connect_with_defaults().map_err(unreachable)?;
     docker.negotiate_version().await.map_err(unreachable)
+}
+
+async fn connect_over_ssh(host: String) -> Result<Docker, DockerError> {
+    let target = crate::ssh::SshTarget::parse(&host).map_err(|reason| DockerError::SshUrl {
+        host: host.clone(),
+        reason,
+    })?;
+    let (docker, log) = crate::ssh::connect(target).map_err(unreachable)?;
+    match docker.negotiate_version().await {
+        Ok(docker) => Ok(docker),
+        Err(error) => {
+            // ssh's own words arrive as it exits, a moment after the connection closed.
+            let mut said = log.take();
+            for _ in 0..20 {
+                if said.is_some() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                said = log.take();
+            }
+            Err(DockerError::SshUnreachable {
+                host,
+                reason: said.unwrap_or_else(|| error.to_string()),
+            })
+        }
+    }
 }
 
 /// Which engine answers on the socket.

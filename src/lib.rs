@@ -15,6 +15,7 @@
 //! - [`base_image`]: `image build`: the recipe sent through the engine's API, the offline
 //!   root filesystem imported the same way.
 //! - [`docker`]: the lazy daemon connection and Docker errors turned into next steps.
+//! - [`ssh`]: `DOCKER_HOST=ssh://…`: one `ssh … docker system dial-stdio` per pooled connection.
 //! - [`doctor`]: the host check behind `mcp-python-executor doctor`.
 //! - [`image`]: the package environment: the current image, installs as checked, committed
 //!   layers, the cross-process install lock and the removal of superseded layers.
@@ -51,4 +52,5 @@ pub mod progress;
 pub mod sandbox;
 pub mod server;
 pub mod serving;
+pub mod ssh;
 pub mod stdio;

@@ -25,7 +25,7 @@ use mcp_python_executor::serving;
 /// With --http it serves MCP over Streamable HTTP at /mcp for several clients instead
 /// (bearer tokens from PYEXEC_HTTP_TOKEN or --http-tokens; see the README).
 /// The engine is the one DOCKER_HOST names, as for the Docker CLI (DOCKER_TLS_VERIFY and
-/// DOCKER_CERT_PATH for tcp://; Podman's socket works too, installs excepted).
+/// DOCKER_CERT_PATH for tcp://; ssh://USER@HOST; Podman's socket works too).
 /// Every option can also be set with the environment variable shown; logs go to stderr,
 /// level from RUST_LOG (e.g. RUST_LOG=debug).
 #[derive(Debug, Parser)]

@@ -78,34 +78,27 @@ fn an_unreachable_daemon_says_so_and_what_to_do() {
     );
 }
 
-/// `ssh://` is refused by name with the way that works (a forwarded socket), not with the
-/// client library's "URI scheme is not supported", and nothing is tried.
+/// An `ssh://` host that is no URL the Docker CLI would take is refused with the form it takes,
+/// by `exec` and `doctor` alike, before any ssh runs (tests/ssh.rs runs code over a real sshd).
 #[test]
-fn an_ssh_docker_host_is_refused_with_the_forwarded_socket_as_next_step() {
-    let output = exec_with_stdin(
-        &[],
-        "print(1)",
-        &[("DOCKER_HOST", "ssh://root@127.0.0.1:2222")],
-    );
+fn a_malformed_ssh_docker_host_is_refused_with_the_form_to_use() {
+    let host = ("DOCKER_HOST", "ssh://root@127.0.0.1:2222/some/path");
+    let output = exec_with_stdin(&[], "print(1)", &[host]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(125), "{stderr}");
     assert!(
-        stderr.contains("ssh:// hosts are not supported"),
+        stderr.contains("is not an ssh:// URL this server can use"),
         "{stderr}"
     );
     assert!(
-        stderr.contains("hint: forward the remote engine's socket"),
+        stderr.contains("hint: write it as the Docker CLI does: ssh://[USER@]HOST[:PORT]"),
         "{stderr}"
     );
-    let doctor = binary()
-        .arg("doctor")
-        .env("DOCKER_HOST", "ssh://root@127.0.0.1:2222")
-        .output()
-        .unwrap();
+    let doctor = binary().arg("doctor").env(host.0, host.1).output().unwrap();
     let report = String::from_utf8_lossy(&doctor.stdout);
     assert!(!doctor.status.success());
     assert!(
-        report.contains("next: forward the remote engine's socket"),
+        report.contains("next: write it as the Docker CLI does"),
         "{report}"
     );
 }
