@@ -51,6 +51,8 @@ pub struct Facts {
     pub image: String,
     /// The base image's layout label, when the image exists (empty when unlabelled).
     pub image_layout: Option<String>,
+    /// The base image's recipe label (the hash of the Dockerfile it was built from), if any.
+    pub image_recipe: Option<String>,
     pub env_tag: String,
     /// Depth and size (bytes) of the environment image, when the tag exists.
     pub env: Option<(u32, u64)>,
@@ -103,6 +105,7 @@ pub async fn gather(sandbox: &SandboxConfig, environment: &EnvironmentConfig) ->
                 .cloned()
                 .unwrap_or_default(),
         );
+        facts.image_recipe = labels.get(crate::base_image::LABEL_RECIPE).cloned();
     }
     if let Ok(env) = docker.inspect_image(&facts.env_tag).await {
         let depth = env
@@ -263,12 +266,24 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
             format!("{} not found", facts.image),
             Some("build it with `mcp-python-executor image build` (or `make image`)"),
         )),
-        Some("2") => found.push(finding(
-            Verdict::Ok,
-            "image",
-            format!("{} present", facts.image),
-            None,
-        )),
+        Some("2") => match facts.image_recipe.as_deref() {
+            Some(recipe) if recipe != crate::base_image::recipe() => found.push(finding(
+                Verdict::Warn,
+                "image",
+                format!(
+                    "{} was built from another recipe ({recipe}) than this binary's ({})",
+                    facts.image,
+                    crate::base_image::recipe()
+                ),
+                Some("rebuild it with `mcp-python-executor image build` (or `make image`)"),
+            )),
+            _ => found.push(finding(
+                Verdict::Ok,
+                "image",
+                format!("{} present", facts.image),
+                None,
+            )),
+        },
         Some(_) => found.push(finding(
             Verdict::Warn,
             "image",
@@ -422,6 +437,19 @@ mod tests {
         let text = render(&findings);
         assert!(text.contains("make image"), "{text}");
         assert!(text.contains("not registered"), "{text}");
+    }
+
+    #[test]
+    fn an_image_from_another_recipe_is_a_warning_to_rebuild_and_an_unlabelled_one_is_fine() {
+        let mut facts = healthy();
+        facts.image_recipe = Some(crate::base_image::recipe());
+        assert_eq!(verdict_of(&assess(&facts), "image"), Verdict::Ok);
+        facts.image_recipe = Some("0123456789abcdef".into());
+        let findings = assess(&facts);
+        assert_eq!(verdict_of(&findings, "image"), Verdict::Warn);
+        assert!(render(&findings).contains("image build"));
+        facts.image_recipe = None;
+        assert_eq!(verdict_of(&assess(&facts), "image"), Verdict::Ok);
     }
 
     #[test]
