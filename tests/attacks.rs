@@ -417,7 +417,8 @@ async fn a_program_cannot_forge_its_status_with_anything_it_can_reach() {
 async fn calls_share_no_uid_so_per_user_kernel_limits_are_not_shared() {
     let sandbox = sandbox_with(&["--timeout", "20"]);
     // Holds every inotify instance its uid may (up to 2,000, in two processes of 1,000 each,
-    // under the per-process file limit), and says how many that was and what the limit is.
+    // under the per-process file limit), and says how many that was and what the limit is:
+    // each process in one write, since two `print`s (text, then newline) can interleave.
     let hog = "import ctypes, os, time\n\
                libc = ctypes.CDLL(None, use_errno=True)\n\
                try:\n\
@@ -430,7 +431,7 @@ async fn calls_share_no_uid_so_per_user_kernel_limits_are_not_shared() {
                \x20   if libc.inotify_init() < 0:\n\
                \x20       break\n\
                \x20   held += 1\n\
-               print('held', held, 'limit', limit, flush=True)\n\
+               os.write(1, f'held {held} limit {limit}\\n'.encode())\n\
                time.sleep(6)\n\
                if pid:\n\
                \x20   os.waitpid(pid, 0)";
