@@ -1,30 +1,15 @@
 //! The binary from a terminal: `exec` mirrors the program, `--help` explains, bad settings
 //! and an unreachable daemon produce errors that say what to do.
 
+mod common;
+
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+
+use common::exec_with_stdin;
 
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
-}
-
-fn exec_with_stdin(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
-    let mut child = binary()
-        .arg("exec")
-        .args(args)
-        .envs(envs.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[test]

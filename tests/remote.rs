@@ -5,6 +5,8 @@
 //! another CA, and a daemon whose certificate this client does not trust, are refused with a
 //! clear error. Needs root (it starts a daemon), as CI has.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -214,25 +216,17 @@ impl TlsDaemon {
     /// `mcp-python-executor exec` of `code` against this daemon with the client folder
     /// `folder` (and its certificates), cold.
     fn exec(&self, folder: &str, code: &str) -> std::process::Output {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
-            .args(["exec", "--pool-size", "0"])
-            .env("DOCKER_HOST", &self.host)
-            .env("DOCKER_TLS_VERIFY", "1")
-            .env("DOCKER_CERT_PATH", self.dir.join(folder))
-            .env("RUST_LOG", "off")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(code.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let certs = self.dir.join(folder);
+        common::exec_with_stdin(
+            &["--pool-size", "0"],
+            code,
+            &[
+                ("DOCKER_HOST", self.host.as_str()),
+                ("DOCKER_TLS_VERIFY", "1"),
+                ("DOCKER_CERT_PATH", certs.to_str().unwrap()),
+                ("RUST_LOG", "off"),
+            ],
+        )
     }
 }
 

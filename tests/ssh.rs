@@ -5,13 +5,12 @@
 //! and a host whose key the client does not know, are refused with ssh's own reason; a URL that
 //! would smuggle an option into ssh runs nothing. Needs root and openssh-server, as CI has.
 
-use std::io::Write;
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_mcp-python-executor");
 
 /// A throwaway sshd and the client files the server's ssh uses.
 struct Sshd {
@@ -142,22 +141,7 @@ impl Sshd {
             self.dir.join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let mut child = Command::new(BINARY)
-            .args(["exec", "-"])
-            .env("DOCKER_HOST", host)
-            .env("PATH", path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(code.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        common::exec_with_stdin(&["-"], code, &[("DOCKER_HOST", host), ("PATH", &path)])
     }
 }
 

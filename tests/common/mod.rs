@@ -274,3 +274,26 @@ pub fn rss_bytes() -> u64 {
         .expect("VmRSS in /proc/self/status")
         * 1024
 }
+
+/// Runs the built binary's `exec` with `args`, `code` on its stdin and `envs` added, and
+/// returns what it printed and its status.
+pub fn exec_with_stdin(args: &[&str], code: &str, envs: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
+        .arg("exec")
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(code.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
