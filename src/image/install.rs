@@ -377,10 +377,21 @@ async fn commit(
         .await
         .map_err(|e| InstallError::Commit(e.to_string()))?
         .id;
-    let made = docker
-        .inspect_image(&id)
-        .await
-        .map_err(|e| InstallError::Commit(e.to_string()))?;
+    // An image that will not become the environment is removed, whatever stopped it.
+    let discard = async |id: &str| {
+        let remove = bollard::query_parameters::RemoveImageOptions {
+            force: true,
+            ..Default::default()
+        };
+        let _ = docker.remove_image(id, Some(remove), None).await;
+    };
+    let made = match docker.inspect_image(&id).await {
+        Ok(made) => made,
+        Err(error) => {
+            discard(&id).await;
+            return Err(InstallError::Commit(error.to_string()));
+        }
+    };
     let mismatch = made
         .config
         .as_ref()
@@ -388,11 +399,7 @@ async fn commit(
             config_mismatch(&wanted, got)
         });
     if let Some(mismatch) = mismatch {
-        let remove = bollard::query_parameters::RemoveImageOptions {
-            force: true,
-            ..Default::default()
-        };
-        let _ = docker.remove_image(&id, Some(remove), None).await;
+        discard(&id).await;
         return Err(InstallError::Commit(format!(
             "the engine's commit did not give the layer the base's config ({mismatch}); \
              nothing was installed"
@@ -406,10 +413,10 @@ async fn commit(
         repo: Some(repo.to_string()),
         tag: Some(tag.to_string()),
     };
-    docker
-        .tag_image(&id, Some(tag))
-        .await
-        .map_err(|e| InstallError::Commit(e.to_string()))?;
+    if let Err(error) = docker.tag_image(&id, Some(tag)).await {
+        discard(&id).await;
+        return Err(InstallError::Commit(error.to_string()));
+    }
     Ok(id)
 }
 
