@@ -351,7 +351,10 @@ pub struct ImageBuildArgs {
 impl ImageBuildArgs {
     /// The plan for building `image`, checked.
     pub fn resolve(&self, image: &str) -> anyhow::Result<crate::base_image::BuildPlan> {
-        let suite_ok = !self.debian_suite.is_empty()
+        // Both go to debootstrap's command line: neither may read as an option there.
+        let suite_ok = self
+            .debian_suite
+            .starts_with(|c: char| c.is_ascii_alphanumeric())
             && self
                 .debian_suite
                 .chars()
@@ -361,6 +364,17 @@ impl ImageBuildArgs {
                 "--debian-suite (DEBIAN_SUITE) must be a Debian suite name such as bookworm, \
                  not {:?}",
                 self.debian_suite
+            );
+        }
+        let mirror_ok = ["http://", "https://", "file:///"]
+            .iter()
+            .any(|scheme| self.debian_mirror.starts_with(scheme))
+            && !self.debian_mirror.contains(char::is_whitespace);
+        if !mirror_ok {
+            anyhow::bail!(
+                "--debian-mirror (DEBIAN_MIRROR) must be an http://, https:// or file:/// URL, \
+                 not {:?}",
+                self.debian_mirror
             );
         }
         if let Some(dir) = &self.rootfs
@@ -916,5 +930,35 @@ mod tests {
         std::os::unix::fs::symlink(&run, &link).unwrap();
         refused(&link, "Docker socket");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Suite and mirror reach debootstrap's command line: a value that would read as an option
+    /// there (`--foreign`, `--keyring=…`) or is no mirror URL is refused at start.
+    #[test]
+    fn image_build_refuses_a_suite_or_mirror_that_debootstrap_would_read_as_an_option() {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            args: ImageBuildArgs,
+        }
+        let plan = |extra: &[&str]| {
+            let argv = std::iter::once("x").chain(extra.iter().copied());
+            <Flags as clap::Parser>::try_parse_from(argv)
+                .unwrap()
+                .args
+                .resolve("img:1")
+        };
+        assert!(plan(&[]).is_ok());
+        assert!(plan(&["--debian-mirror", "file:///srv/debian"]).is_ok());
+        for hostile in [
+            &["--debian-suite=--foreign"][..],
+            &["--debian-suite=-x"],
+            &["--debian-suite=../etc"],
+            &["--debian-mirror=--keyring=/tmp/k"],
+            &["--debian-mirror=ftp://x"],
+            &["--debian-mirror=http://a b"],
+        ] {
+            assert!(plan(hostile).is_err(), "{hostile:?} was accepted");
+        }
     }
 }
