@@ -106,6 +106,42 @@ pub struct SandboxArgs {
     /// data (default: none; never /, your home itself or a folder holding the Docker socket)
     #[arg(long, global = true, env = "PYEXEC_WORKSPACE", value_name = "DIR")]
     pub workspace: Option<std::path::PathBuf>,
+
+    /// Sessions (create_session) open at once, each one container (0-64; 0 turns them off)
+    #[arg(long, global = true, env = "PYEXEC_MAX_SESSIONS", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub max_sessions: u64,
+
+    /// A session with no call for this long is closed: seconds, or with s, m or h (5s-24h)
+    #[arg(long, global = true, env = "PYEXEC_SESSION_IDLE", default_value = "10m",
+          value_parser = session_idle)]
+    pub session_idle: u64,
+
+    /// A session is closed this long after it was created, busy or not: seconds, or with s, m
+    /// or h (5s-24h)
+    #[arg(long, global = true, env = "PYEXEC_SESSION_MAX_AGE", default_value = "1h",
+          value_parser = session_idle)]
+    pub session_max_age: u64,
+}
+
+/// A session lifetime in seconds: `90`, `90s`, `10m` or `1h`, from 5 s to 24 h.
+fn session_idle(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((at, 's')) => (&text[..at], 1),
+        Some((at, 'm')) => (&text[..at], 60),
+        Some((at, 'h')) => (&text[..at], 3600),
+        _ => (text, 1),
+    };
+    let seconds = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("`{text}` is not a duration: give seconds, or e.g. 90s, 10m, 1h"))?;
+    if !(5..=86_400).contains(&seconds) {
+        return Err(format!("`{text}` is out of range: from 5s to 24h"));
+    }
+    Ok(seconds)
 }
 
 /// The package environment: where installs go, how pip reaches its index, what to preinstall.
@@ -575,6 +611,19 @@ pub struct SandboxConfig {
     pub outputs: OutputConfig,
     /// Host folder mounted read-only at /workspace in executions (checked at start).
     pub workspace: Option<std::path::PathBuf>,
+    /// Sessions: how many, and how long they live.
+    pub sessions: SessionConfig,
+}
+
+/// How many sessions may be open, and when one is closed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionConfig {
+    /// Sessions open at once; 0 turns sessions off.
+    pub max: usize,
+    /// Time without a call after which a session is closed.
+    pub idle: Duration,
+    /// Time after its creation at which a session is closed.
+    pub max_age: Duration,
 }
 
 /// How many containers wait, started, for a call, and for how long at most.
@@ -629,6 +678,11 @@ impl SandboxArgs {
             workspace: match &self.workspace {
                 Some(dir) => Some(workspace(dir, &docker_sockets(), home().as_deref())?),
                 None => None,
+            },
+            sessions: SessionConfig {
+                max: self.max_sessions as usize,
+                idle: Duration::from_secs(self.session_idle),
+                max_age: Duration::from_secs(self.session_max_age),
             },
         })
     }
@@ -794,6 +848,17 @@ fn cpus(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_lifetimes_take_seconds_or_a_unit_within_range() {
+        assert_eq!(session_idle("600"), Ok(600));
+        assert_eq!(session_idle("90s"), Ok(90));
+        assert_eq!(session_idle("10m"), Ok(600));
+        assert_eq!(session_idle(" 1h "), Ok(3600));
+        for bad in ["", "m", "-5", "4s", "25h", "1d", "1.5h", "99999999999999999999h", "10 m"] {
+            assert!(session_idle(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn sizes_use_docker_binary_units() {

@@ -174,6 +174,19 @@ pub async fn run(
     Ok(())
 }
 
+/// Who presented an accepted token: a digest of it (never the token), which owns the
+/// sessions made with it. Put in the request's extensions for the tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner(pub String);
+
+impl TokenOwner {
+    fn of(token: &[u8]) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(token);
+        Self(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
 /// 401 with `WWW-Authenticate: Bearer` unless the request carries an accepted token.
 async fn require_token(
     State(tokens): State<Option<Arc<RwLock<Tokens>>>>,
@@ -186,6 +199,11 @@ async fn require_token(
     let presented = bearer(request.headers());
     let accepted =
         presented.is_some_and(|p| tokens.read().unwrap_or_else(|e| e.into_inner()).accepts(p));
+    let owner = presented.filter(|_| accepted).map(TokenOwner::of);
+    let mut request = request;
+    if let Some(owner) = owner {
+        request.extensions_mut().insert(owner);
+    }
     if !accepted {
         return (
             StatusCode::UNAUTHORIZED,

@@ -27,7 +27,8 @@ use crate::image::{EnvState, Environment, InstallError, InstallReport, Preinstal
 use crate::live::Live;
 use crate::progress::Forwarder;
 use crate::sandbox::{
-    ExecutionRequest, ExecutionResult, Returned, Sandbox, SandboxError, fit_both,
+    ExecutionRequest, ExecutionResult, Returned, Sandbox, SandboxError, SessionEnd, SessionInfo,
+    fit_both,
 };
 
 /// Arguments of `execute_python`, named exactly as the original TypeScript server's.
@@ -41,6 +42,19 @@ pub struct ExecutePythonArgs {
     #[serde(rename = "inputData", default, deserialize_with = "null_as_none")]
     #[schemars(with = "Vec<String>")]
     pub input_data: Option<Vec<String>>,
+    /// A session from create_session: the code runs in that session's interpreter, seeing
+    /// the variables, imports, functions and /tmp files of its earlier calls. Leave it out
+    /// (or empty) for a fresh interpreter.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub session_id: Option<String>,
+}
+
+/// Arguments of `close_session`.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct CloseSessionArgs {
+    /// The id create_session answered.
+    pub session_id: String,
 }
 
 fn null_as_none<'de, D: serde::Deserializer<'de>>(
@@ -103,6 +117,13 @@ pub struct PythonExecutor {
 impl PythonExecutor {
     pub fn new(sandbox: Arc<Sandbox>, environment: Arc<Environment>) -> Self {
         let mut tool_router = Self::tool_router();
+        if let Some(route) = tool_router.map.get_mut("create_session") {
+            route.attr.description = Some(create_session_description(sandbox.config()).into());
+        }
+        if sandbox.config().sessions.max == 0 {
+            tool_router.map.remove("create_session");
+            tool_router.map.remove("close_session");
+        }
         if let Some(route) = tool_router.map.get_mut("execute_python") {
             route.attr.description = Some(execute_description(sandbox.config()).into());
             route.attr.output_schema = Some(Arc::new(
@@ -146,6 +167,8 @@ impl PythonExecutor {
         cancel: CancellationToken,
     ) -> Result<CallToolResult, ErrorData> {
         let session = session_of(&extensions);
+        let owner = owner_of(&extensions);
+        let session_id = args.session_id.filter(|id| !id.trim().is_empty());
         let request = ExecutionRequest {
             code: args.code,
             input_lines: args.input_data.unwrap_or_default(),
@@ -175,13 +198,26 @@ impl PythonExecutor {
                 live.push(stream, bytes);
             }
         };
-        let mut outcome = self
-            .sandbox
-            .execute_live(&request, &cancel, &on_output)
-            .await;
+        let mut in_session = None;
+        let mut outcome = match &session_id {
+            Some(id) => self
+                .sandbox
+                .execute_in_session(id, owner.as_deref(), &request, &cancel, &on_output)
+                .await
+                .map(|called| {
+                    in_session = Some((called.ended, called.image));
+                    called.result
+                }),
+            None => {
+                self.sandbox
+                    .execute_live(&request, &cancel, &on_output)
+                    .await
+            }
+        };
         // Another server sharing the tag replaced the environment and removed the image this
         // one still pointed at: nothing ran (the create failed), so follow the tag and retry.
-        if let Err(SandboxError::Docker(DockerError::ImageMissing { image })) = &outcome
+        if session_id.is_none()
+            && let Err(SandboxError::Docker(DockerError::ImageMissing { image })) = &outcome
             && **image != *self.sandbox.config().image
             && self.environment.follow_tag().await.unwrap_or(false)
         {
@@ -203,9 +239,21 @@ impl PythonExecutor {
                     Some(_) => (result.stdout.to_string(), result.stderr.to_string()),
                     None => Default::default(),
                 };
+                let session_notes =
+                    in_session.map(|(ended, image)| self.session_notes(&result, ended, &image));
                 let mut answer = render(result, outputs.max_answer_bytes);
                 if let Some(note) = note {
                     answer.content.insert(0, ContentBlock::text(note));
+                }
+                if let Some((ended, notes)) = session_notes {
+                    if let Some(serde_json::Value::Object(status)) =
+                        answer.structured_content.as_mut()
+                    {
+                        status.insert("session_ended".into(), serde_json::json!(ended));
+                    }
+                    if !notes.is_empty() {
+                        answer.content.push(ContentBlock::text(notes.join("\n")));
+                    }
                 }
                 if returned == Returned::default() && outputs.output_dir.is_none() {
                     return Ok(answer);
@@ -231,6 +279,128 @@ impl PythonExecutor {
                     error.to_string(),
                 )]))
             }
+        }
+    }
+
+    /// What the answer of a session's call says about the session: whether it goes on (and
+    /// the reason when it does not), and, for a failed import in a session older than the
+    /// last install, that a new session would see the new packages.
+    fn session_notes(
+        &self,
+        result: &ExecutionResult,
+        ended: Option<SessionEnd>,
+        image: &str,
+    ) -> (Option<SessionEnd>, Vec<String>) {
+        let limits = &self.sandbox.config().limits;
+        let lost = "Its state is gone; call create_session for a new session and run what it \
+                    needs again.";
+        let mut notes = Vec::new();
+        match ended {
+            None if result.timed_out => notes.push(format!(
+                "The call was interrupted (KeyboardInterrupt) at the {} s limit. The session \
+                 goes on with its state; the interrupted statement may be half done.",
+                limits.timeout.as_secs()
+            )),
+            None => {}
+            Some(SessionEnd::Exited) => notes.push(format!(
+                "The session has ended: the program ended its interpreter (exit status {}). \
+                 {lost}",
+                result.exit_code
+            )),
+            Some(SessionEnd::TimedOut) => notes.push(format!(
+                "The session has ended: the call ran past the {} s limit and did not stop \
+                 when interrupted, so its container was killed. {lost}",
+                limits.timeout.as_secs()
+            )),
+            Some(SessionEnd::OutOfMemory) => notes.push(format!(
+                "The session has ended: it ran out of memory ({} MiB for the whole session) \
+                 and was killed. {lost}",
+                limits.memory_bytes >> 20
+            )),
+            Some(SessionEnd::Closed) => {
+                notes.push(format!("The session was closed while the call ran. {lost}"))
+            }
+            Some(SessionEnd::Expired) => notes.push(format!(
+                "The session reached its maximum age ({} s) while the call ran and was \
+                 closed. {lost}",
+                self.sandbox.config().sessions.max_age.as_secs()
+            )),
+            Some(SessionEnd::ShuttingDown | SessionEnd::Lost) => notes.push(format!(
+                "The session has ended: its container stopped unexpectedly. {lost}"
+            )),
+        }
+        let import_failed = ["ModuleNotFoundError", "ImportError"]
+            .iter()
+            .any(|error| result.stderr.to_string().contains(error));
+        if import_failed && *self.sandbox.current_image() != *image {
+            notes.push(
+                "This session started before the last install_packages: it keeps the \
+                 packages it started with, so packages installed since are not importable \
+                 here. A new session (create_session) sees them."
+                    .to_string(),
+            );
+        }
+        (ended, notes)
+    }
+
+    /// Open a session: an interpreter that keeps its state between execute_python calls
+    /// (description replaced at start with the limits in force).
+    #[tool(name = "create_session")]
+    async fn create_session(
+        &self,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+        extensions: rmcp::model::Extensions,
+        cancel: CancellationToken,
+    ) -> Result<CallToolResult, ErrorData> {
+        let notifier = self.notifier(&meta, peer);
+        // A session keeps the packages it starts with: it waits for the preinstall.
+        let Some(note) = self.wait_for_preinstall(&notifier, &cancel).await else {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(
+                "the call was cancelled while it waited for PREINSTALLED_PACKAGES; no session \
+                 was opened",
+            )]));
+        };
+        let owner = owner_of(&extensions);
+        match self.sandbox.create_session(owner.as_deref(), &cancel).await {
+            Ok(info) => {
+                tracing::info!(session = %session_of(&extensions), "create_session");
+                let mut text = render_session(&info, self.sandbox.config());
+                if let Some(note) = note {
+                    text = format!("{note}\n{text}");
+                }
+                let mut answer = CallToolResult::success(vec![ContentBlock::text(text)]);
+                answer.structured_content = serde_json::to_value(&info).ok();
+                Ok(answer)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "create_session failed");
+                Ok(CallToolResult::error(vec![ContentBlock::text(
+                    error.to_string(),
+                )]))
+            }
+        }
+    }
+
+    /// End a session at once: its interpreter, variables and /tmp files are removed with its
+    /// container. Sessions also close by themselves when idle or old.
+    #[tool(name = "close_session")]
+    async fn close_session(
+        &self,
+        Parameters(args): Parameters<CloseSessionArgs>,
+        extensions: rmcp::model::Extensions,
+    ) -> Result<CallToolResult, ErrorData> {
+        let owner = owner_of(&extensions);
+        match self
+            .sandbox
+            .close_session(&args.session_id, owner.as_deref())
+        {
+            Ok(()) => Ok(CallToolResult::success(vec![ContentBlock::text(
+                "The session is closed: its container, variables and files are gone.",
+            )])),
+            Err(error) => Ok(CallToolResult::error(vec![ContentBlock::text(
+                error.to_string(),
+            )])),
         }
     }
 
@@ -355,6 +525,15 @@ impl PythonExecutor {
             )])),
         }
     }
+}
+
+/// Who owns the sessions a call may use: the bearer token's digest over HTTP (set by
+/// `http.rs` once the token is accepted), nobody in particular on stdio.
+fn owner_of(extensions: &rmcp::model::Extensions) -> Option<String> {
+    extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<crate::http::TokenOwner>())
+        .map(|owner| owner.0.clone())
 }
 
 /// The HTTP session a call came in on (`Mcp-Session-Id`), or `stdio`.
@@ -502,8 +681,9 @@ impl ServerHandler for PythonExecutor {
             env!("CARGO_PKG_VERSION"),
         ))
         .with_instructions(
-            "Runs Python code in a fresh, isolated Docker container per call \
-                 (no network, no state kept between calls).",
+            "Runs Python code in a fresh, isolated Docker container per call (no network, no \
+             state kept between calls), or, in a session from create_session, in one \
+             interpreter that keeps its state between calls.",
         )
     }
 }
@@ -534,10 +714,24 @@ pub fn execute_description(config: &SandboxConfig) -> String {
     } else {
         ""
     };
+    let sessions = if config.sessions.max > 0 {
+        format!(
+            " With `session_id` from create_session, the code runs in that session's \
+             interpreter instead, with the variables, imports, functions and /tmp files of its \
+             earlier calls (an exception ends the call, not the session; exit() ends the \
+             session). Use a session for multi-step work on the same data (load once, then \
+             ask several questions); leave it out for independent snippets. A session runs \
+             one call at a time and closes {idle} without a call or {age} after creation.",
+            idle = minutes(config.sessions.idle),
+            age = minutes(config.sessions.max_age),
+        )
+    } else {
+        String::new()
+    };
     format!(
         "Run Python 3 code in a fresh, isolated container and return its stdout, stderr and \
-         exit code. Each call is a new interpreter: no variables, files or imports are kept \
-         between calls. `inputData` lines are the program's stdin. The standard library and \
+         exit code. Without session_id each call is a new interpreter: no variables, files or \
+         imports are kept between calls.{sessions} `inputData` lines are the program's stdin. The standard library and \
          packages installed with install_packages are available. {network} Only /tmp is \
          writable ({tmp} MiB).{workspace}{returned} Limits per call: {timeout} s wall clock, \
          {memory} MiB memory, {cpus} CPU, {pids} processes. Output in the answer: {answer} KiB \
@@ -550,6 +744,54 @@ pub fn execute_description(config: &SandboxConfig) -> String {
         cpus = limits.nano_cpus as f64 / 1e9,
         pids = limits.pids,
         answer = outputs.max_answer_bytes >> 10,
+    )
+}
+
+/// `create_session`'s description: when to use a session, and its limits.
+pub fn create_session_description(config: &SandboxConfig) -> String {
+    let limits = &config.limits;
+    format!(
+        "Open a session: a Python interpreter in its own isolated container that keeps its \
+         state between execute_python calls given its session_id (variables, imports, \
+         functions, files under /tmp). Use one for multi-step work on the same data, e.g. \
+         load a large file once and then ask several questions about it; do not use one for \
+         independent snippets (plain execute_python calls start clean). Limits: at most \
+         {max} sessions open at once; a session closes {idle} without a call and {age} after \
+         creation, or with close_session (close it when done); one call at a time, each \
+         interrupted after {timeout} s; {memory} MiB memory, {tmp} MiB of /tmp and \
+         {pids} processes for the whole session; no network unless the server allows it. \
+         Packages installed later are seen only by sessions created after the install.",
+        max = config.sessions.max,
+        idle = minutes(config.sessions.idle),
+        age = minutes(config.sessions.max_age),
+        timeout = limits.timeout.as_secs(),
+        memory = limits.memory_bytes >> 20,
+        tmp = limits.tmp_bytes >> 20,
+        pids = limits.pids,
+    )
+}
+
+/// A lifetime as a model reads it: "10 min", "1 h", "45 s".
+fn minutes(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// The text of `create_session`'s answer.
+fn render_session(info: &SessionInfo, config: &SandboxConfig) -> String {
+    format!(
+        "Session {id} is open. Pass session_id \"{id}\" to execute_python to run code in it; \
+         variables, imports, functions and /tmp files are kept between its calls. It closes \
+         after {idle} without a call, {age} after creation, or with close_session. Each call \
+         may run {timeout} s, then it is interrupted.",
+        id = info.session_id,
+        idle = minutes(config.sessions.idle),
+        age = minutes(config.sessions.max_age),
+        timeout = info.call_timeout_seconds,
     )
 }
 

@@ -31,6 +31,10 @@ pub const LABEL_DEADLINE: &str = "mcp-python-executor.deadline";
 /// reaper removes one that exited without ever getting a payload (its server is gone)
 /// before its deadline.
 pub const LABEL_WARM: &str = "mcp-python-executor.warm";
+/// Label on session containers (its value is the session's creation time): a long-lived
+/// runner taking one call at a time. Like a warm container, one that exited with the "no
+/// payload" status lost its server (or idled out) and is reaped before its deadline.
+pub const LABEL_SESSION: &str = "mcp-python-executor.session";
 /// Exit status of the runner when its stdin closes before a payload arrives.
 pub const NO_PAYLOAD: i64 = 125;
 /// The uids calls run as: each container draws its own from this range, so no kernel
@@ -140,6 +144,38 @@ pub fn container_spec(
         host_config: Some(host_config),
         ..attached_body()
     }
+}
+
+/// Docker's create body for one session: exactly an execution's ([`container_spec`]), with
+/// the session's lifetime as its idle time (so both deadlines cover the longest session plus
+/// one call), the runner in session mode (it ends itself after `idle` without a call), and a
+/// CPU-time budget for the whole lifetime (the interpreter is one process throughout).
+pub fn session_spec(
+    config: &SandboxConfig,
+    image: &str,
+    instance: &str,
+    now: SystemTime,
+    uid: u32,
+) -> ContainerCreateBody {
+    let sessions = &config.sessions;
+    let mut spec = container_spec(config, image, instance, now, sessions.max_age, uid);
+    if let Some(entrypoint) = spec.entrypoint.as_mut() {
+        entrypoint.push("session".to_string());
+        entrypoint.push((sessions.idle + GRACE).as_secs().to_string());
+    }
+    if let Some(labels) = spec.labels.as_mut() {
+        labels.remove(LABEL_WARM);
+        let created = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        labels.insert(LABEL_SESSION.to_string(), created.to_string());
+    }
+    let limits = &config.limits;
+    let cpu_seconds = (sessions.max_age + limits.timeout + GRACE).as_secs() as i64
+        * ((limits.nano_cpus + 999_999_999) / 1_000_000_000);
+    if let Some(ulimits) = spec.host_config.as_mut().and_then(|h| h.ulimits.as_mut()) {
+        ulimits.retain(|u| u.name.as_deref() != Some("cpu"));
+        ulimits.push(ulimit("cpu", cpu_seconds));
+    }
+    spec
 }
 
 /// A fresh uid for one container, drawn from [`CALL_UIDS`].
@@ -494,6 +530,46 @@ mod tests {
             Duration::ZERO,
             1_500_000_007,
         )
+    }
+
+    #[test]
+    fn a_session_is_an_execution_container_with_a_lifetime() {
+        let config = SandboxArgs::default().resolve().unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        let session = session_spec(&config, "img", "instance-1", now, 1_500_000_007);
+        let mut call = container_spec(&config, "img", "instance-1", now, Duration::ZERO, 7);
+        // The same hardening, limits, network and mounts, ulimits aside (CPU time covers the
+        // lifetime).
+        let strip = |spec: &ContainerCreateBody| {
+            let mut host = spec.host_config.clone().unwrap();
+            host.ulimits = None;
+            host
+        };
+        assert_eq!(strip(&session), strip(&call));
+        call.user = session.user.clone();
+        assert_eq!(session.env, call.env);
+        let entrypoint = session.entrypoint.clone().unwrap();
+        // Default lifetime 1 h, idle 10 min: the runner ends itself 5 s past each.
+        assert_eq!(
+            entrypoint[entrypoint.len() - 3..],
+            ["3635", "session", "605"]
+        );
+        let labels = session.labels.clone().unwrap();
+        assert_eq!(labels[LABEL_SESSION], "1000");
+        assert_eq!(labels[LABEL_DEADLINE], (1000 + 3600 + 30 + 10).to_string());
+        assert!(!labels.contains_key(LABEL_WARM));
+        let ulimits = session.host_config.unwrap().ulimits.unwrap();
+        let cpu: Vec<_> = ulimits
+            .iter()
+            .filter(|u| u.name.as_deref() == Some("cpu"))
+            .collect();
+        assert_eq!(cpu.len(), 1);
+        let cores = (config.limits.nano_cpus + 999_999_999) / 1_000_000_000;
+        assert_eq!(
+            cpu[0].hard,
+            Some((3600 + 30 + 5) * cores),
+            "the whole lifetime"
+        );
     }
 
     #[test]

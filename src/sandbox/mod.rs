@@ -11,6 +11,7 @@ mod output;
 mod payload;
 mod pool;
 mod reaper;
+mod session;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,13 +27,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use container::{
-    CALL_UIDS, InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, container_spec,
-    install_spec,
+    CALL_UIDS, InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, LABEL_SESSION,
+    container_spec, install_spec, session_spec,
 };
 pub use files::{FileKind, LeftOut, Returned, ReturnedFile};
 pub use output::{CappedBuffer, Omitted, Text, complete_prefix_len, fit_both};
 pub use payload::{Bundle, ExecutionRequest};
 pub use reaper::{deadline, labelled_containers, reap_expired};
+pub use session::{INTERRUPT_GRACE, SessionEnd, SessionInfo, SessionOutcome};
 pub use stream::run_attached;
 use stream::{Delivery, start_attached, stream_and_wait};
 
@@ -101,6 +103,36 @@ pub enum SandboxError {
     Busy { waiting: usize, slots: usize },
     #[error("the call was cancelled; its container was removed")]
     Cancelled,
+    #[error(
+        "sessions are turned off on this server (--max-sessions 0 / PYEXEC_MAX_SESSIONS=0)\n\
+         hint: call execute_python without session_id; each call then starts from nothing"
+    )]
+    SessionsOff,
+    #[error(
+        "{max} sessions are open, the most this server allows\n\
+         hint: close one you no longer need with close_session, or call execute_python \
+         without session_id; the limit is --max-sessions (PYEXEC_MAX_SESSIONS)"
+    )]
+    SessionLimit { max: usize },
+    #[error(
+        "unknown session `{id}`: it was closed, ended, expired (sessions close after {} s \
+         without a call and {} s after creation) or never existed; its state is gone\n\
+         hint: call create_session for a new one and run what it needs again",
+        idle.as_secs(),
+        max_age.as_secs()
+    )]
+    UnknownSession {
+        id: String,
+        idle: Duration,
+        max_age: Duration,
+    },
+    #[error(
+        "the session is still running another call after {} s\n\
+         hint: a session runs one call at a time; wait for that call's answer, then call \
+         again",
+        waited.as_secs()
+    )]
+    SessionBusy { waited: Duration },
     #[error("the server is shutting down; the call was stopped")]
     ShuttingDown,
 }
@@ -151,12 +183,15 @@ pub struct Sandbox {
     pool: pool::Pool,
     /// What an operator watches (`/metrics`).
     metrics: crate::metrics::Metrics,
+    /// Open sessions (`create_session`).
+    sessions: session::Sessions,
 }
 
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Self {
         let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let config_pool = config.pool;
+        let config_sessions = config.sessions;
         Self {
             docker: LazyDocker::default(),
             permits: Arc::new(Semaphore::new(config.concurrency)),
@@ -169,6 +204,7 @@ impl Sandbox {
             waiting: AtomicUsize::new(0),
             pool: pool::Pool::new(config_pool),
             metrics: crate::metrics::Metrics::default(),
+            sessions: session::Sessions::new(config_sessions),
         }
     }
 
@@ -230,8 +266,10 @@ impl Sandbox {
 
     /// Keeps reaping while the server runs: every [`REAP_EVERY`], labelled containers past
     /// their deadline (a server killed earlier, even one that died after this one started)
-    /// and warm containers whose server is gone are removed. Stops at shutdown.
+    /// and warm containers whose server is gone are removed; every second, idle and old
+    /// sessions are closed. Stops at shutdown.
     pub fn start_reaper(self: &Arc<Self>) {
+        self.start_session_expiry();
         let sandbox = self.clone();
         self.cleanup.spawn(async move {
             loop {
@@ -484,6 +522,7 @@ impl Sandbox {
     /// Stops every running call, then waits (up to `grace`) until all containers are removed.
     pub async fn shutdown(&self, grace: Duration) {
         self.stopping.cancel();
+        self.sessions.end_all();
         let all = self.config.concurrency as u32;
         let drained = async {
             let _ = self.permits.acquire_many(all).await;

@@ -75,6 +75,33 @@ impl ExecutionRequest {
         }
         Ok(payload)
     }
+
+    /// The bytes for one call in a session's runner: the header also carries the stdin's
+    /// length (the stream stays open for the next call) and the call's timeout, which the
+    /// runner enforces by interrupting the call.
+    pub fn encode_session(
+        &self,
+        max_input_bytes: usize,
+        token: &str,
+        files_budget: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<u8>, SandboxError> {
+        self.check_size(max_input_bytes)?;
+        let stdin = self.size() - self.code.len();
+        let header = format!(
+            "{} {token} {files_budget} {stdin} {}\n",
+            self.code.len(),
+            timeout.as_millis()
+        );
+        let mut payload = Vec::with_capacity(header.len() + self.size());
+        payload.extend_from_slice(header.as_bytes());
+        payload.extend_from_slice(self.code.as_bytes());
+        for line in &self.input_lines {
+            payload.extend_from_slice(line.as_bytes());
+            payload.push(b'\n');
+        }
+        Ok(payload)
+    }
 }
 
 /// Finds the runner's trailer, `NUL "pyexec-exit <token> <status>[ <length>[ oom]]" LF`, at the end
@@ -116,10 +143,15 @@ struct StatusLine {
     length: usize,
     /// The container's memory cgroup counted an OOM kill (said only for a SIGKILLed child).
     oom: bool,
+    /// A session's call was interrupted at its timeout (or on cancel).
+    interrupted: bool,
+    /// A session's interpreter is gone, and with it the session.
+    ended: bool,
 }
 
-/// Longest status line after the prefix, newline included ("255 " + 20 digits + " oom\n").
-const STATUS_MAX: usize = 29;
+/// Longest status line after the prefix, newline included ("255 " + 20 digits +
+/// " timeout ended oom\n").
+const STATUS_MAX: usize = 44;
 
 impl Trailer {
     /// A trailer finder for `token`, accepting a bundle of at most `max_bundle` bytes.
@@ -145,6 +177,16 @@ impl Trailer {
     /// Whether the runner saw the OOM killer strike in the container (once the status is in).
     pub fn oom(&self) -> bool {
         self.line.is_some_and(|line| line.oom)
+    }
+
+    /// Whether a session's runner interrupted the call at its timeout.
+    pub fn interrupted(&self) -> bool {
+        self.line.is_some_and(|line| line.interrupted)
+    }
+
+    /// Whether a session's interpreter ended with this call (and the session with it).
+    pub fn ended(&self) -> bool {
+        self.line.is_some_and(|line| line.ended)
     }
 
     /// The bundle that followed the trailer (call once the status is known).
@@ -207,7 +249,8 @@ impl Trailer {
     }
 }
 
-/// `<status>`, `<status> <length>` or `<status> <length> oom`.
+/// `<status>`, `<status> <length>`, or `<status> <length>` followed by flags, each at most
+/// once: `oom`, and in a session `timeout` and `ended`.
 fn parse_line(line: &[u8]) -> Option<StatusLine> {
     let line = std::str::from_utf8(line).ok()?;
     let mut fields = line.split(' ');
@@ -216,16 +259,25 @@ fn parse_line(line: &[u8]) -> Option<StatusLine> {
         Some(length) => length.parse().ok()?,
         None => 0,
     };
-    let oom = match fields.next() {
-        None => false,
-        Some("oom") => true,
-        Some(_) => return None,
-    };
-    fields.next().is_none().then_some(StatusLine {
+    let mut parsed = StatusLine {
         status,
         length,
-        oom,
-    })
+        oom: false,
+        interrupted: false,
+        ended: false,
+    };
+    for flag in fields {
+        let seen = match flag {
+            "oom" => &mut parsed.oom,
+            "timeout" => &mut parsed.interrupted,
+            "ended" => &mut parsed.ended,
+            _ => return None,
+        };
+        if std::mem::replace(seen, true) {
+            return None;
+        }
+    }
+    Some(parsed)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -315,6 +367,42 @@ mod tests {
         let mut trailer = Trailer::new("abc", 10);
         through(&mut trailer, &[b"\0pyexec-exit abc 137 0 ok\n"]);
         assert_eq!(trailer.status(), None);
+    }
+
+    #[test]
+    fn a_session_call_frames_its_stdin_by_length_and_carries_its_timeout() {
+        let request = ExecutionRequest::new("print(input())").with_input(["a", "b"]);
+        let payload = request
+            .encode_session(1 << 20, "t0k", 9, std::time::Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(payload, b"14 t0k 9 4 30000\nprint(input())a\nb\n");
+        let error = request
+            .encode_session(10, "t", 0, std::time::Duration::from_secs(1))
+            .unwrap_err();
+        assert!(matches!(error, SandboxError::RequestTooLarge { .. }));
+    }
+
+    #[test]
+    fn session_flags_are_read_once_each_and_nothing_else_is_a_trailer() {
+        let mut trailer = Trailer::new("abc", 10);
+        through(
+            &mut trailer,
+            &[b"\0pyexec-exit abc 137 0 timeout ended oom\n"],
+        );
+        assert_eq!(trailer.status(), Some(137));
+        assert!(trailer.interrupted() && trailer.ended() && trailer.oom());
+        let mut trailer = Trailer::new("abc", 10);
+        through(&mut trailer, &[b"\0pyexec-exit abc 130 0 timeout\n"]);
+        assert!(trailer.interrupted() && !trailer.ended());
+        for line in [
+            &b"\0pyexec-exit abc 0 0 ended ended\n"[..],
+            b"\0pyexec-exit abc 0 0 closed\n",
+            b"\0pyexec-exit abc 0 0 \n",
+        ] {
+            let mut trailer = Trailer::new("abc", 10);
+            through(&mut trailer, &[line]);
+            assert_eq!(trailer.status(), None, "{}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! belong to another live server instance, so they are left alone — with one exception: a
 //! warm-pool container (long deadline: it may wait up to the pool's max age) that has exited
 //! with the runner's "no payload" status lost its server, because Docker closes a container's
-//! stdin when the server's attach connection dies. Those go at once. And a container still
+//! stdin when the server's attach connection dies. Those go at once, and so do session
+//! containers that exited so (server gone, or idle past `--session-idle`). And a container still
 //! only "created" long after its creation was never going to start: servers start what they
 //! create within a bounded time, so its server died in between.
 
@@ -19,7 +20,9 @@ use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptions;
 
 use super::START_TIMEOUT;
-use super::container::{LABEL_DEADLINE, LABEL_OWNER, LABEL_WARM, NO_PAYLOAD, remove_container};
+use super::container::{
+    LABEL_DEADLINE, LABEL_OWNER, LABEL_SESSION, LABEL_WARM, NO_PAYLOAD, remove_container,
+};
 
 /// A container created longer ago than this and never started has lost its server (which
 /// gives up on a start after [`START_TIMEOUT`]).
@@ -70,14 +73,16 @@ pub async fn reap_expired(
     let mut reaped = 0;
     for container in labelled_containers(docker).await? {
         let deadline = deadline(&container);
-        let warm = container
+        // Warm and session containers wait for payloads on stdin: one that exited with "no
+        // payload" lost its server (or idled out, a session).
+        let waits = container
             .labels
             .as_ref()
-            .is_some_and(|l| l.contains_key(LABEL_WARM));
+            .is_some_and(|l| l.contains_key(LABEL_WARM) || l.contains_key(LABEL_SESSION));
         let Some(id) = container.id else { continue };
         if deadline >= now_secs
             && !never_started(container.state.as_ref(), container.created, now_secs)
-            && !(warm && orphaned(docker, &id, container.state.as_ref()).await)
+            && !(waits && orphaned(docker, &id, container.state.as_ref()).await)
         {
             continue;
         }

@@ -26,6 +26,21 @@
 #   start per call); whatever follows the code on stdin is its own stdin. When the program is
 #   over (threads joined, atexit handlers run, output flushed) it exits with the program's
 #   status.
+#
+# Session mode (`<deadline> session <idle seconds>`, see sandbox/session.rs): the child lives
+# on and runs call after call in one `__main__` namespace. Each call's header also carries its
+# stdin's length and its timeout: "<code length> <token> <files budget> <stdin length>
+# <timeout ms>". The supervisor hands code and stdin to the child over a pipe, relays its
+# output, and learns the end of a call from the child's status line on another pipe (so in a
+# session the status is the interpreter's word: the program can only misreport its own
+# call). At the timeout it sends SIGINT (a KeyboardInterrupt in the call); if the call has not
+# ended after a grace, it kills the child. A byte on stdin during a call asks for the same
+# interrupt (the server's cancel). The stdout trailer gains flags: "timeout" (interrupted at
+# the limit), "ended" (the interpreter is gone -- exit(), a crash, a kill -- and so is the
+# session; the supervisor exits after the trailers). Files in /tmp/outputs come back with the
+# call that wrote or changed them; figures are removed once returned. Output the child writes
+# between calls is held (64 KiB per stream) and given to the next call. With no call for
+# <idle seconds>, or when stdin closes (the server is gone), the supervisor exits with 125.
 import os
 import sys
 
@@ -243,7 +258,20 @@ def _child(code_pipe, exit):
             tb = error.__traceback__.tb_next if error.__traceback__ else None
             _print_exception(error, tb)
             status = 1
-    # End as the interpreter would: non-daemon threads, atexit handlers, flushed streams.
+    _finish(status, exit)
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+def _finish(status, exit):
+    """Ends the program as the interpreter would: non-daemon threads, atexit handlers, flushed
+    streams; never returns."""
     try:
         threading = sys.modules.get("threading")
         if threading is not None:
@@ -262,12 +290,128 @@ def _child(code_pipe, exit):
         atexit._run_exitfuncs()
     except BaseException:
         pass
-    for stream in (sys.stdout, sys.stderr):
+    _flush()
+    exit(status)
+
+
+def _read_line(fd, skip=b""):
+    """One header line from `fd` (at most 256 bytes), leading `skip` bytes dropped; None at
+    EOF or for a line too long to be a header."""
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte or len(line) > 256:
+            return None
+        if line or byte not in skip:
+            line += byte
+    return line
+
+
+def _give_stdin(data, encoding, errors):
+    """Makes `data` this call's stdin (fd 0 and sys.stdin), then EOF."""
+    import io
+
+    read, write = os.pipe()
+    os.dup2(read, 0)
+    os.close(read)
+
+    def feed():
         try:
-            stream.flush()
+            _write_all(write, data)
+        except OSError:
+            pass  # the call ended without reading it all
+        finally:
+            os.close(write)
+
+    if len(data) <= 4096:
+        feed()  # fits in the pipe: no thread
+    else:
+        import _thread
+
+        _thread.start_new_thread(feed, ())
+    raw = io.FileIO(0, "r", closefd=False)
+    stream = io.TextIOWrapper(io.BufferedReader(raw), encoding=encoding, errors=errors)
+    sys.stdin = sys.__stdin__ = stream
+
+
+def _session_child(call_pipe, done_pipe, exit):
+    """Runs call after call in one namespace, each ended by its status on `done_pipe`; never
+    returns (exit() in a call ends it, and with it the session)."""
+    import _signal as signal
+    import linecache
+    import types
+
+    _set_dumpable(1)
+    # The container's stdin carries the next calls' payloads: never the program's.
+    encoding, errors = sys.stdin.encoding, sys.stdin.errors
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    _whole_write_streams()
+    if os.environ.get("MPLBACKEND") == "module://pyexec_figures":
+        sys.meta_path.append(_BackendFinder)
+    main = types.ModuleType("__main__")
+    main.__builtins__ = __builtins__
+    sys.modules["__main__"] = main
+    sys.argv = [""]
+    sys.path[0] = "/tmp"
+    in_call = [False]
+
+    def interrupt(signum, frame):
+        # Only a call is interrupted: between calls the loop below must never be.
+        if in_call[0]:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    number = 0
+    while True:
+        header = _read_line(call_pipe)
+        if header is None:
+            _finish(0, exit)
+        code_length, input_length = (int(field) for field in header.split())
+        source = _read_exact(call_pipe, code_length)
+        _give_stdin(_read_exact(call_pipe, input_length), encoding, errors)
+        number += 1
+        _saved_figures[0] = 0
+        # Tracebacks show the lines of every call's code, earlier calls' functions included.
+        name = "<call %d>" % number
+        text = source.decode("utf-8", "replace")
+        linecache.cache[name] = (len(text), None, text.splitlines(True), name)
+        status = 0
+        try:
+            code = compile(source, name, "exec")
+        except (SyntaxError, ValueError) as error:
+            _print_exception(error, None)
+            code, status = None, 1
+        del source, text
+        if code is not None:
+            try:
+                in_call[0] = True
+                exec(code, main.__dict__)
+                in_call[0] = False
+            except SystemExit as error:
+                in_call[0] = False
+                _finish(_exit_status(error), exit)
+            except BaseException as error:
+                in_call[0] = False
+                tb = error.__traceback__.tb_next if error.__traceback__ else None
+                # An interrupt's traceback ends in the user's code, not in `interrupt`.
+                last = tb
+                while last is not None and last.tb_next is not None:
+                    if last.tb_next.tb_frame.f_code is interrupt.__code__:
+                        last.tb_next = None
+                        break
+                    last = last.tb_next
+                _print_exception(error, tb)
+                status = 1
+            del code
+        # What a call drew comes back with it, and is closed (as a notebook cell's).
+        try:
+            _save_figures(close=True)
         except BaseException:
             pass
-    exit(status)
+        _flush()
+        _write_all(done_pipe, b"%d\n" % status)
 
 
 def _read_header():
@@ -328,18 +472,18 @@ def _relay(pid, pipes):
         reaped, word = os.waitpid(-1, 0)
         if reaped == pid:
             status = word
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status) & 0xFF
+    return _wait_status(status)
 
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _collect(budget):
+def _collect(budget, seen=None):
     """The bundle of files to return: a JSON manifest line, then each file's bytes. Figures
-    first, then /tmp/outputs (sorted, subfolders too), while they fit in `budget` bytes."""
+    first, then /tmp/outputs (sorted, subfolders too), while they fit in `budget` bytes.
+    With `seen` (a session), a file in /tmp/outputs comes back only when it is new or changed
+    since it was last seen, and figures are removed once taken."""
     import stat  # already imported by os
 
     items = []
@@ -367,6 +511,14 @@ def _collect(budget):
             if not stat.S_ISREG(info.st_mode):
                 items.append({"kind": kind, "name": name, "skipped": "not a regular file"})
                 return
+            if seen is not None:
+                if kind == "figure":
+                    os.unlink(entry, dir_fd=folder)
+                else:
+                    key = (info.st_ino, info.st_size, info.st_mtime_ns)
+                    if seen.get(name) == key:
+                        return  # handed back by an earlier call, unchanged since
+                    seen[name] = key
             if info.st_size > left[0]:
                 items.append({"kind": kind, "name": name, "skipped": "over the limit", "size": info.st_size})
                 return
@@ -470,6 +622,194 @@ def _oom_killed():
     return False
 
 
+_NO_PAYLOAD = 125
+# Seconds an interrupted call has to end before the child is killed.
+_INTERRUPT_GRACE = 2.0
+# Output a session's child writes between calls, kept per stream for the next call.
+_BETWEEN_CALLS = 65536
+# Bytes on stdin during a call that ask for an interrupt; skipped before a header.
+_INTERRUPT = b"!"
+
+
+def _wait_status(status):
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status) & 0xFF
+
+
+def _session(idle, exit):
+    """Serves calls in one long-lived child until it ends, stdin closes or `idle` seconds
+    pass without a call; never returns."""
+    import _signal as signal
+    import select
+    import time
+
+    call_read, call_write = os.pipe()
+    done_read, done_write = os.pipe()
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            os.dup2(out_write, 1)
+            os.dup2(err_write, 2)
+            for fd in (call_write, done_read, out_read, out_write, err_read, err_write):
+                os.close(fd)
+            _session_child(call_read, done_write, exit)
+        finally:
+            exit(70)
+    for fd in (call_read, done_write, out_write, err_write):
+        os.close(fd)
+    streams = {out_read: 1, err_read: 2}
+    held = {1: bytearray(), 2: bytearray()}
+    dropped = {1: 0, 2: 0}
+    seen = {}
+    poller = select.poll()
+    for fd in (0, out_read, err_read, done_read):
+        poller.register(fd, select.POLLIN)
+    registered = {0, out_read, err_read, done_read}
+
+    def forget(fd):
+        if fd in registered:
+            poller.unregister(fd)
+            registered.discard(fd)
+
+    def gone(status):
+        # The interpreter ended between calls: nobody to tell; the session is over.
+        exit(_wait_status(status))
+
+    while True:
+        # Between calls: hold what a background thread writes, wait for the next header.
+        idle_until = time.monotonic() + idle
+        while True:
+            left = idle_until - time.monotonic()
+            if left <= 0:
+                exit(_NO_PAYLOAD)
+            ready = False
+            for fd, events in poller.poll(int(min(left, 0.5) * 1000) + 1):
+                if fd == 0:
+                    ready = True
+                elif fd in streams:
+                    data = os.read(fd, 65536)
+                    if not data:
+                        forget(fd)
+                        continue
+                    into = held[streams[fd]]
+                    room = max(0, _BETWEEN_CALLS - len(into))
+                    into += data[:room]
+                    dropped[streams[fd]] += len(data) - min(room, len(data))
+                elif fd == done_read and not os.read(fd, 64):
+                    forget(fd)
+            status = _reap(pid)
+            if status is not None:
+                gone(status)
+            if ready:
+                break
+        header = _read_line(0, _INTERRUPT)
+        if header is None:
+            exit(_NO_PAYLOAD)
+        fields = header.split()
+        code_length, token, budget = int(fields[0]), fields[1], int(fields[2])
+        input_length, timeout = int(fields[3]), int(fields[4]) / 1000.0
+        code = _read_exact(0, code_length)
+        data = _read_exact(0, input_length)
+        if len(code) != code_length or len(data) != input_length:
+            exit(_NO_PAYLOAD)
+        started = time.monotonic()
+        for fd in (1, 2):
+            if held[fd]:
+                _write_all(fd, bytes(held[fd]))
+                held[fd].clear()
+            if dropped[fd]:
+                _write_all(2, b"pyexec: %d more bytes written between calls were dropped\n" % dropped[fd])
+                dropped[fd] = 0
+        try:
+            _write_all(call_write, b"%d %d\n" % (code_length, input_length) + code + data)
+        except OSError:
+            pass  # the child is gone; its status says why
+        del code, data
+        interrupted = False
+        kill_at = None
+        done = b""
+        status = None
+        ended = None
+        while status is None and ended is None:
+            now = time.monotonic()
+            if not interrupted and now >= started + timeout:
+                interrupted, kill_at = True, now + _INTERRUPT_GRACE
+                os.kill(pid, signal.SIGINT)
+            if kill_at is not None and now >= kill_at:
+                kill_at = None
+                os.kill(pid, signal.SIGKILL)
+            for fd, events in poller.poll(50):
+                if fd in streams:
+                    data = os.read(fd, 65536)
+                    if data:
+                        _write_all(streams[fd], data)
+                    else:
+                        forget(fd)
+                elif fd == done_read:
+                    data = os.read(fd, 64)
+                    if not data:
+                        forget(fd)
+                    done += data
+                elif fd == 0:
+                    data = os.read(0, 4096)
+                    if not data:
+                        # The server is gone: so is the session.
+                        os.kill(pid, signal.SIGKILL)
+                        exit(_NO_PAYLOAD)
+                    if not interrupted:
+                        interrupted, kill_at = True, time.monotonic() + _INTERRUPT_GRACE
+                        os.kill(pid, signal.SIGINT)
+            if b"\n" in done:
+                status = int(done.split(b"\n")[0] or b"1")
+            else:
+                reaped = _reap(pid)
+                if reaped is not None:
+                    ended = _wait_status(reaped)
+        # Whatever the call wrote before it ended is in the pipes now: pass it on.
+        late = 1 << 20
+        while late > 0:
+            found = False
+            for fd, events in poller.poll(0):
+                if fd in streams:
+                    data = os.read(fd, 65536)
+                    if data:
+                        _write_all(streams[fd], data)
+                        late -= len(data)
+                        found = True
+                    else:
+                        forget(fd)
+            if not found:
+                break
+        flags = b""
+        if interrupted:
+            flags += b" timeout"
+            if ended is None:
+                status = 130  # as a shell reports a program stopped by SIGINT
+        if ended is not None:
+            status = ended
+            flags += b" ended"
+            if status == 137 and _oom_killed():
+                flags += b" oom"
+        bundle = b""
+        if budget > 0:
+            try:
+                bundle = _collect(budget, seen)
+            except Exception as error:
+                _write_all(2, b"pyexec runner: files could not be collected: %r\n" % (error,))
+        trailer = b"\0pyexec-exit " + token + b" " + str(status).encode()
+        for fd, tail in ((1, b" %d%s\n" % (len(bundle), flags) + bundle), (2, b"\n")):
+            try:
+                _write_all(fd, trailer + tail)
+            except OSError:
+                pass
+        if ended is not None:
+            exit(status)
+
+
 def _supervise():
     import _signal as signal  # the C module: `signal` imports enum, ~8 ms at start
 
@@ -487,6 +827,8 @@ def _supervise():
         os.mkdir(_OUTPUTS, 0o755)  # where a program leaves the files it wants to give back
     except OSError:
         pass
+    if len(sys.argv) > 3 and sys.argv[2] == "session":
+        _session(int(sys.argv[3]), exit)
     code_read, code_write = os.pipe()
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()

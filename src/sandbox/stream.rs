@@ -218,7 +218,7 @@ pub(super) async fn stream_and_wait(
 }
 
 /// The exit code of a container whose output has ended, and whether the OOM killer hit it.
-async fn exit_status(
+pub(super) async fn exit_status(
     docker: &Docker,
     name: &str,
     image: &str,

@@ -1,0 +1,501 @@
+//! Sessions against real Docker (and, with `make test-gvisor`, under gVisor): state that
+//! persists between calls, isolation from other sessions and from plain calls, the ends of a
+//! session (exit, timeout, idle, age, close, limit), hostile ids, and nothing left behind.
+mod common;
+
+use std::time::Duration;
+
+use common::{containers_of, is_call_uid, sandbox_with};
+use mcp_python_executor::sandbox::{
+    ExecutionRequest, Sandbox, SandboxError, SessionEnd, SessionOutcome,
+};
+use tokio_util::sync::CancellationToken;
+
+async fn call(sandbox: &Sandbox, id: &str, code: &str) -> SessionOutcome {
+    try_call(sandbox, id, ExecutionRequest::new(code))
+        .await
+        .unwrap_or_else(|e| panic!("session call failed: {e}"))
+}
+
+async fn try_call(
+    sandbox: &Sandbox,
+    id: &str,
+    request: ExecutionRequest,
+) -> Result<SessionOutcome, SandboxError> {
+    sandbox
+        .execute_in_session(id, None, &request, &CancellationToken::new(), &|_, _| {})
+        .await
+}
+
+async fn open(sandbox: &Sandbox) -> String {
+    sandbox
+        .create_session(None, &CancellationToken::new())
+        .await
+        .expect("a session opens")
+        .session_id
+}
+
+/// Waits (up to 20 s) until the sandbox has no container left: a session's container is
+/// removed on a background task once the session ends.
+async fn assert_all_removed(sandbox: &Sandbox) {
+    for _ in 0..200 {
+        if containers_of(sandbox).await.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("left behind: {:?}", containers_of(sandbox).await);
+}
+
+fn out(outcome: &SessionOutcome) -> String {
+    outcome.result.stdout.to_string()
+}
+
+fn err(outcome: &SessionOutcome) -> String {
+    outcome.result.stderr.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_imports_functions_and_files_persist_between_calls() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    let first = call(
+        &sandbox,
+        &id,
+        "import json\nrows = [1, 2, 3]\ndef total(): return sum(rows)\n\
+         open('/tmp/data.txt', 'w').write('kept')\nprint('loaded')",
+    )
+    .await;
+    assert_eq!(out(&first), "loaded\n", "{}", err(&first));
+    let second = call(
+        &sandbox,
+        &id,
+        "rows.append(4)\nprint(total(), json.dumps(rows), open('/tmp/data.txt').read())",
+    )
+    .await;
+    assert_eq!(out(&second), "10 [1, 2, 3, 4] kept\n", "{}", err(&second));
+    assert_eq!(second.ended, None);
+    // One container for the whole session.
+    assert_eq!(containers_of(&sandbox).await.len(), 1);
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_see_nothing_of_each_other_and_plain_calls_see_nothing_of_either() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let (a, b) = (open(&sandbox).await, open(&sandbox).await);
+    let who = "import os\nprint(os.getuid(), os.stat('/tmp').st_ino, os.stat('/tmp').st_dev)";
+    call(
+        &sandbox,
+        &a,
+        "secret = 'a'\nopen('/tmp/a.txt', 'w').write('a')",
+    )
+    .await;
+    let seen = call(
+        &sandbox,
+        &b,
+        "import os\nprint('secret' in globals(), os.path.exists('/tmp/a.txt'))",
+    )
+    .await;
+    assert_eq!(out(&seen), "False False\n", "{}", err(&seen));
+    let plain = common::run(
+        &sandbox,
+        "import os\nprint('secret' in globals(), os.path.exists('/tmp/a.txt'))",
+    )
+    .await;
+    assert_eq!(plain.stdout.to_string(), "False False\n");
+    // Neither a uid nor a /tmp is shared: each session is a container of its own.
+    let (ua, ub) = (call(&sandbox, &a, who).await, call(&sandbox, &b, who).await);
+    let plain = common::run(&sandbox, who).await.stdout.to_string();
+    let fields = |s: String| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    let (fa, fb, fp) = (fields(out(&ua)), fields(out(&ub)), fields(plain));
+    for f in [&fa, &fb, &fp] {
+        assert!(is_call_uid(f[0].parse().unwrap()), "{f:?}");
+    }
+    assert!(
+        fa[0] != fb[0] && fa[0] != fp[0] && fb[0] != fp[0],
+        "uids {fa:?} {fb:?} {fp:?}"
+    );
+    assert!(
+        fa[2] != fb[2] && fa[2] != fp[2],
+        "tmpfs devices {fa:?} {fb:?} {fp:?}"
+    );
+    // Another session's id is as unknown to a different owner as a made-up one.
+    let stolen = sandbox
+        .execute_in_session(
+            &a,
+            Some("someone-else"),
+            &ExecutionRequest::new("print(secret)"),
+            &CancellationToken::new(),
+            &|_, _| {},
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stolen, SandboxError::UnknownSession { .. }),
+        "{stolen}"
+    );
+    assert!(sandbox.close_session(&a, Some("someone-else")).is_err());
+    sandbox.close_session(&a, None).unwrap();
+    sandbox.close_session(&b, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exception_fails_the_call_not_the_session_and_tracebacks_show_earlier_calls() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    call(
+        &sandbox,
+        &id,
+        "def explode():\n    raise ValueError('boom')\nx = 5",
+    )
+    .await;
+    let failed = call(&sandbox, &id, "explode()").await;
+    assert_eq!(failed.result.exit_code, 1);
+    assert!(failed.result.failed() && failed.ended.is_none());
+    let traceback = err(&failed);
+    assert!(
+        traceback.contains("<call 1>") && traceback.contains("raise ValueError('boom')"),
+        "{traceback}"
+    );
+    assert!(
+        !traceback.contains("runner"),
+        "the runner's frames are not shown: {traceback}"
+    );
+    let syntax = call(&sandbox, &id, "def (:").await;
+    assert!(err(&syntax).contains("SyntaxError") && syntax.ended.is_none());
+    let after = call(&sandbox, &id, "print(x)").await;
+    assert_eq!(out(&after), "5\n");
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_has_its_own_stdin_and_unread_input_never_reaches_the_next() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    let big = "y".repeat(200_000);
+    let first = try_call(
+        &sandbox,
+        &id,
+        ExecutionRequest::new("print(input())").with_input(["first", big.as_str()]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out(&first), "first\n");
+    let second = try_call(
+        &sandbox,
+        &id,
+        ExecutionRequest::new(
+            "import sys\ndata = sys.stdin.read()\nprint(repr(data[:20]), len(data))",
+        )
+        .with_input(["second"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out(&second), "'second\\n' 7\n", "{}", err(&second));
+    let empty = call(&sandbox, &id, "import sys\nprint(repr(sys.stdin.read()))").await;
+    assert_eq!(out(&empty), "''\n");
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_timeout_is_interrupted_and_the_session_keeps_its_state() {
+    let sandbox = sandbox_with(&["--pool-size", "0", "--timeout", "2"]);
+    let id = open(&sandbox).await;
+    call(&sandbox, &id, "kept = 42").await;
+    let slow = call(
+        &sandbox,
+        &id,
+        "import time\nprint('start')\nwhile True: time.sleep(0.05)",
+    )
+    .await;
+    assert!(slow.result.timed_out, "{slow:?}");
+    assert_eq!(
+        slow.ended, None,
+        "the interpreter came back: the session goes on"
+    );
+    assert_eq!(slow.result.exit_code, 130);
+    assert_eq!(out(&slow), "start\n");
+    assert!(err(&slow).contains("KeyboardInterrupt"), "{}", err(&slow));
+    let after = call(&sandbox, &id, "print(kept)").await;
+    assert_eq!(out(&after), "42\n");
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_ignores_the_interrupt_is_killed_and_the_session_ends_with_its_container() {
+    let sandbox = sandbox_with(&["--pool-size", "0", "--timeout", "2"]);
+    let id = open(&sandbox).await;
+    let stuck = call(
+        &sandbox,
+        &id,
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n\
+         while True: time.sleep(0.05)",
+    )
+    .await;
+    assert!(stuck.result.timed_out);
+    assert_eq!(stuck.ended, Some(SessionEnd::TimedOut));
+    assert_eq!(stuck.result.exit_code, 137);
+    assert_all_removed(&sandbox).await;
+    let gone = try_call(&sandbox, &id, ExecutionRequest::new("print(1)"))
+        .await
+        .unwrap_err();
+    assert!(gone.to_string().contains("create_session"), "{gone}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_ends_the_session_and_its_container() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    let ended = call(
+        &sandbox,
+        &id,
+        "import atexit\natexit.register(print, 'bye')\nexit(3)",
+    )
+    .await;
+    assert_eq!(ended.ended, Some(SessionEnd::Exited));
+    assert_eq!(ended.result.exit_code, 3);
+    assert_eq!(
+        out(&ended),
+        "bye\n",
+        "atexit handlers run as at a normal exit"
+    );
+    assert_all_removed(&sandbox).await;
+    assert_eq!(sandbox.open_sessions(), 0);
+    assert!(matches!(
+        try_call(&sandbox, &id, ExecutionRequest::new("1")).await,
+        Err(SandboxError::UnknownSession { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_closed_and_its_container_removed() {
+    let sandbox = sandbox_with(&["--pool-size", "0", "--session-idle", "5s"]);
+    sandbox.start_reaper();
+    let id = open(&sandbox).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A call resets the idle clock.
+    assert_eq!(out(&call(&sandbox, &id, "print(1)").await), "1\n");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sandbox.open_sessions(),
+        1,
+        "3 s after its last call it is still open"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sandbox.open_sessions(), 0);
+    assert_all_removed(&sandbox).await;
+    let expired = try_call(&sandbox, &id, ExecutionRequest::new("1"))
+        .await
+        .unwrap_err();
+    assert!(expired.to_string().contains("expired"), "{expired}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_closed_at_its_maximum_age_even_while_in_use() {
+    let sandbox = sandbox_with(&["--pool-size", "0", "--session-max-age", "6s"]);
+    sandbox.start_reaper();
+    let id = open(&sandbox).await;
+    for _ in 0..3 {
+        call(&sandbox, &id, "print(1)").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let running = call(&sandbox, &id, "import time\ntime.sleep(20)").await;
+    assert_eq!(running.ended, Some(SessionEnd::Expired), "{running:?}");
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_limit_is_a_clear_error_and_closing_one_makes_room() {
+    let sandbox = sandbox_with(&["--pool-size", "0", "--max-sessions", "1"]);
+    let id = open(&sandbox).await;
+    let refused = sandbox
+        .create_session(None, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("1 sessions are open") && message.contains("close_session"),
+        "{message}"
+    );
+    assert_eq!(
+        containers_of(&sandbox).await.len(),
+        1,
+        "the refusal made no container"
+    );
+    sandbox.close_session(&id, None).unwrap();
+    let again = open(&sandbox).await;
+    sandbox.close_session(&again, None).unwrap();
+    assert_all_removed(&sandbox).await;
+
+    let off = sandbox_with(&["--max-sessions", "0"]);
+    let refused = off
+        .create_session(None, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("turned off"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_and_hostile_ids_are_unknown_and_never_echoed_raw() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    let hostile = [
+        String::new(),
+        "0".repeat(32),
+        format!("{id} "),
+        id.to_uppercase(),
+        format!("{id}\n\u{1b}[2J"),
+        "../../etc/passwd".to_string(),
+        "x".repeat(1 << 20),
+    ];
+    for bad in &hostile {
+        let error = try_call(&sandbox, bad, ExecutionRequest::new("1"))
+            .await
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            matches!(error, SandboxError::UnknownSession { .. }),
+            "{text}"
+        );
+        assert!(text.len() < 600, "the id is cut: {} bytes", text.len());
+        assert!(!text.contains('\u{1b}') && !text.contains("../"), "{text}");
+    }
+    // The real one still works.
+    assert_eq!(out(&call(&sandbox, &id, "print(7)").await), "7\n");
+    sandbox.close_session(&id, None).unwrap();
+    assert!(sandbox.close_session(&id, None).is_err(), "closed twice");
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_take_turns_and_an_idle_session_holds_no_concurrency_slot() {
+    let sandbox = sandbox_with(&["--pool-size", "0", "--concurrency", "1"]);
+    let id = open(&sandbox).await;
+    // With one slot and the session idle, a plain call runs at once.
+    assert_eq!(
+        common::run(&sandbox, "print(2)").await.stdout.to_string(),
+        "2\n"
+    );
+    call(&sandbox, &id, "order = []").await;
+    let first = try_call(
+        &sandbox,
+        &id,
+        ExecutionRequest::new("import time\ntime.sleep(1.5)\norder.append('first')"),
+    );
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        try_call(
+            &sandbox,
+            &id,
+            ExecutionRequest::new("order.append('second')\nprint(order)"),
+        )
+        .await
+    };
+    let (first, second) = tokio::join!(first, second);
+    first.unwrap();
+    let second = second.unwrap();
+    assert_eq!(
+        out(&second),
+        "['first', 'second']\n",
+        "the second waited its turn"
+    );
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_is_interrupted_and_the_session_goes_on() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    call(&sandbox, &id, "kept = 'yes'").await;
+    let cancel = CancellationToken::new();
+    let cancelled = {
+        let canceller = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            canceller.cancel();
+        });
+        sandbox
+            .execute_in_session(
+                &id,
+                None,
+                &ExecutionRequest::new("import time\nwhile True: time.sleep(0.05)"),
+                &cancel,
+                &|_, _| {},
+            )
+            .await
+    };
+    assert!(matches!(cancelled, Err(SandboxError::Cancelled)));
+    let after = call(&sandbox, &id, "print(kept)").await;
+    assert_eq!(out(&after), "yes\n", "{}", err(&after));
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_and_figures_come_back_with_the_call_that_made_them() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    let names = |o: &SessionOutcome| {
+        o.result
+            .returned
+            .files
+            .iter()
+            .map(|f| f.name.clone())
+            .collect::<Vec<_>>()
+    };
+    let wrote = call(
+        &sandbox,
+        &id,
+        "open('/tmp/outputs/a.txt', 'w').write('one')",
+    )
+    .await;
+    assert_eq!(names(&wrote), ["a.txt"]);
+    let nothing = call(&sandbox, &id, "x = 1").await;
+    assert!(
+        names(&nothing).is_empty(),
+        "an unchanged file is not returned again"
+    );
+    let changed = call(
+        &sandbox,
+        &id,
+        "open('/tmp/outputs/a.txt', 'w').write('two!')\nopen('/tmp/outputs/b.txt', 'w').write('b')",
+    )
+    .await;
+    assert_eq!(names(&changed), ["a.txt", "b.txt"]);
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_written_between_calls_comes_with_the_next_call() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    call(
+        &sandbox,
+        &id,
+        "import threading, time\n\
+         threading.Thread(target=lambda: (time.sleep(0.5), print('late'))).start()",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let next = call(&sandbox, &id, "print('now')").await;
+    assert_eq!(out(&next), "late\nnow\n");
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_every_session_and_removes_its_container() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    call(&sandbox, &id, "x = 1").await;
+    sandbox.shutdown(Duration::from_secs(20)).await;
+    assert!(containers_of(&sandbox).await.is_empty());
+}
