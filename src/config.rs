@@ -855,7 +855,17 @@ mod tests {
         assert_eq!(session_idle("90s"), Ok(90));
         assert_eq!(session_idle("10m"), Ok(600));
         assert_eq!(session_idle(" 1h "), Ok(3600));
-        for bad in ["", "m", "-5", "4s", "25h", "1d", "1.5h", "99999999999999999999h", "10 m"] {
+        for bad in [
+            "",
+            "m",
+            "-5",
+            "4s",
+            "25h",
+            "1d",
+            "1.5h",
+            "99999999999999999999h",
+            "10 m",
+        ] {
             assert!(session_idle(bad).is_err(), "{bad:?} accepted");
         }
     }

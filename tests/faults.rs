@@ -183,6 +183,51 @@ async fn a_killed_servers_warm_containers_are_reaped_at_the_next_start() {
     assert_next_start_reaps(&instance);
 }
 
+/// A session's container lives up to an hour, but its runner sees its stdin close when the
+/// server dies (and exits, "no payload"), so the next server to start removes it at once.
+#[tokio::test]
+async fn a_killed_servers_sessions_are_reaped_at_the_next_start() {
+    use std::io::BufRead;
+    let mut server = Command::new(BINARY)
+        .env("PYEXEC_POOL_SIZE", "0")
+        .env("RUST_LOG", "mcp_python_executor=debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let instance = instance_from(server.stderr.take().unwrap());
+    let mut stdin = server.stdin.take().unwrap();
+    for message in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create_session","arguments":{}}}"#,
+    ] {
+        stdin.write_all(message.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+    }
+    let answered = std::io::BufReader::new(server.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.contains(r#""id":2"#))
+        .expect("create_session answered");
+    assert!(answered.contains("session_id"), "{answered}");
+    assert_eq!(
+        running_of(&instance).len(),
+        1,
+        "the session's container runs"
+    );
+    server.kill().unwrap(); // SIGKILL: the session cannot be closed
+    server.wait().unwrap();
+    assert!(
+        within_10s(|| running_of(&instance).is_empty()).await,
+        "the runner ended when its stdin closed"
+    );
+    // Any serving server's reaper may take it from here (tests run side by side); the next
+    // start does for certain.
+    assert_next_start_reaps(&instance);
+}
+
 /// A Unix-socket proxy to the real Docker socket that the test can take down and bring back.
 struct FlakyDocker {
     path: std::path::PathBuf,

@@ -255,6 +255,119 @@ async fn bad_arguments_are_refused_with_a_clear_message(via: Via) {
     served.finish().await;
 }
 
+async fn tool(
+    client: &RunningService<RoleClient, ()>,
+    name: &'static str,
+    arguments: Value,
+) -> CallToolResult {
+    let params =
+        CallToolRequestParams::new(name).with_arguments(arguments.as_object().unwrap().clone());
+    client.call_tool(params).await.expect("tools/call answered")
+}
+
+async fn a_session_keeps_state_between_calls_until_it_is_closed(via: Via) {
+    let served = serve(via).await;
+    let client = &served.client;
+    let tools = client.list_all_tools().await.unwrap();
+    let create = tools
+        .iter()
+        .find(|t| t.name == "create_session")
+        .expect("listed");
+    let description = create.description.as_deref().unwrap();
+    assert!(
+        description.contains("multi-step work") && description.contains("10 min without a call"),
+        "when to use it, and its limits: {description}"
+    );
+    assert!(tools.iter().any(|t| t.name == "close_session"));
+    let execute = tools.iter().find(|t| t.name == "execute_python").unwrap();
+    let schema = Value::Object((*execute.input_schema).clone());
+    assert_eq!(
+        schema["properties"]["session_id"]["type"], "string",
+        "{schema}"
+    );
+    assert_eq!(
+        schema["required"],
+        json!(["code"]),
+        "session_id is optional"
+    );
+    assert!(
+        execute
+            .description
+            .as_deref()
+            .unwrap()
+            .contains("session_id")
+    );
+
+    let opened = tool(client, "create_session", json!({})).await;
+    assert_eq!(opened.is_error, Some(false), "{}", text(&opened));
+    let info = opened.structured_content.clone().unwrap();
+    let id = info["session_id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32, "{info}");
+    assert_eq!(info["call_timeout_seconds"], 10);
+    assert!(text(&opened).contains(&id));
+
+    let first = call(
+        client,
+        json!({"code": "import math\nr = 2", "session_id": id}),
+    )
+    .await;
+    assert_eq!(first.is_error, Some(false), "{}", text(&first));
+    let second = call(
+        client,
+        json!({"code": "print(round(math.pi * r * r, 2))", "session_id": id}),
+    )
+    .await;
+    assert_eq!(text(&second), "stdout:\n12.57\n");
+    // A plain call (no session_id, or an empty one) starts clean.
+    for plain in [
+        json!({"code": "print(r)"}),
+        json!({"code": "print(r)", "session_id": ""}),
+    ] {
+        let plain = call(client, plain).await;
+        assert!(text(&plain).contains("NameError"), "{}", text(&plain));
+    }
+    // An exception fails the call, not the session.
+    let failed = call(client, json!({"code": "1/0", "session_id": id})).await;
+    assert_eq!(failed.is_error, Some(true));
+    assert!(
+        failed
+            .structured_content
+            .unwrap()
+            .get("session_ended")
+            .is_some_and(Value::is_null)
+    );
+    let ended = call(
+        client,
+        json!({"code": "print(r)\nexit()", "session_id": id}),
+    )
+    .await;
+    let said = text(&ended);
+    assert!(
+        said.contains("2\n") && said.contains("The session has ended"),
+        "{said}"
+    );
+    assert_eq!(ended.structured_content.unwrap()["session_ended"], "exited");
+    let unknown = call(client, json!({"code": "print(r)", "session_id": id})).await;
+    assert_eq!(unknown.is_error, Some(true));
+    assert!(
+        text(&unknown).contains("create_session"),
+        "{}",
+        text(&unknown)
+    );
+
+    let again = tool(client, "create_session", json!({})).await;
+    let id = again.structured_content.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let closed = tool(client, "close_session", json!({"session_id": id})).await;
+    assert_eq!(closed.is_error, Some(false), "{}", text(&closed));
+    let twice = tool(client, "close_session", json!({"session_id": id})).await;
+    assert_eq!(twice.is_error, Some(true));
+    assert!(text(&twice).contains("unknown session"), "{}", text(&twice));
+    served.finish().await;
+}
+
 /// Each test above, once per way of reaching the server.
 macro_rules! every_transport {
     ($($test:ident),* $(,)?) => {
@@ -278,7 +391,88 @@ every_transport!(
     a_call_returns_labelled_output_and_structured_status,
     a_traceback_is_an_error_result,
     bad_arguments_are_refused_with_a_clear_message,
+    a_session_keeps_state_between_calls_until_it_is_closed,
 );
+
+/// Over HTTP a session belongs to the token that created it: a client with another accepted
+/// token can neither use nor close it, and learns nothing from trying (the same "unknown
+/// session" as for a made-up id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_unknown_to_every_token_but_the_one_that_created_it() {
+    let (sandbox, environment, _cleanup) = common::environment_with(&["--timeout", "10"]);
+    let alice = "alice-token-0123456789abcdef";
+    let bob = "bob-token-0123456789abcdef00";
+    let tokens = std::env::temp_dir().join(format!("pyexec-tokens-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&tokens, format!("{alice}\n{bob}\n")).unwrap();
+    let flags = HttpFlags::try_parse_from([
+        "x",
+        "--http",
+        "127.0.0.1:0",
+        "--http-tokens",
+        tokens.to_str().unwrap(),
+    ])
+    .unwrap();
+    let settings = flags.http.resolve(1 << 20).unwrap().unwrap();
+    let listener = mcp_python_executor::http::bind(&settings).await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serving::http(
+        listener,
+        settings,
+        sandbox.clone(),
+        environment,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = |token: &str| {
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url.clone())
+                .auth_header(token.to_string()),
+        );
+        ().serve(transport)
+    };
+    let (alices, bobs) = (client(alice).await.unwrap(), client(bob).await.unwrap());
+    let opened = tool(&alices, "create_session", json!({})).await;
+    let id = opened.structured_content.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    call(
+        &alices,
+        json!({"code": "secret = 'alice'", "session_id": id}),
+    )
+    .await;
+
+    let stolen = call(&bobs, json!({"code": "print(secret)", "session_id": id})).await;
+    assert_eq!(stolen.is_error, Some(true));
+    let made_up = call(&bobs, json!({"code": "1", "session_id": "0".repeat(32)})).await;
+    let shown = |r: &CallToolResult| text(r).replace(&id, "ID").replace(&"0".repeat(32), "ID");
+    assert_eq!(
+        shown(&stolen),
+        shown(&made_up),
+        "no difference to learn from"
+    );
+    let closed = tool(&bobs, "close_session", json!({"session_id": id})).await;
+    assert_eq!(closed.is_error, Some(true));
+    // A second connection with Alice's token is Alice.
+    let alices_again = client(alice).await.unwrap();
+    let mine = call(
+        &alices_again,
+        json!({"code": "print(secret)", "session_id": id}),
+    )
+    .await;
+    assert_eq!(text(&mine), "stdout:\nalice\n");
+
+    for c in [alices, bobs, alices_again] {
+        c.cancel().await.unwrap();
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    std::fs::remove_file(&tokens).unwrap();
+    assert_eq!(sandbox.open_sessions(), 0, "sessions end with the server");
+    common::assert_no_containers(&sandbox).await;
+}
 
 /// Reads the server's answers until `count` with an id of 2 or more have come (ids 0 and 1
 /// are the handshake's), each within 60 s.

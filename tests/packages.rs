@@ -387,3 +387,89 @@ async fn a_layer_has_the_bases_config_and_its_own_labels_on_every_engine() {
     assert_eq!(run_as.stdout, "True []\n", "{}", run_as.stderr);
     common::assert_still_serving(&sandbox).await;
 }
+
+/// A session keeps the image it started from: after an install, an import of the new package
+/// fails there with a note that the session predates the install, and a new session has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_keeps_its_packages_and_says_when_it_predates_an_install() {
+    use rmcp::ServiceExt;
+    use rmcp::model::{CallToolRequestParams, ContentBlock};
+    use serde_json::{Value, json};
+
+    let index = TestIndex::start(&["pyexec-probe==1.0"], 0.0);
+    let flags = local_flags(&index, &[]);
+    let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
+    let (ours, theirs) = tokio::io::duplex(1 << 20);
+    let (input, output) = tokio::io::split(theirs);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(mcp_python_executor::serving::pipes(
+        input,
+        output,
+        sandbox.clone(),
+        environment,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = ().serve(ours).await.unwrap();
+    let tool = async |name: &'static str, arguments: Value| {
+        let params =
+            CallToolRequestParams::new(name).with_arguments(arguments.as_object().unwrap().clone());
+        let result = client.call_tool(params).await.unwrap();
+        let text = result
+            .content
+            .iter()
+            .filter_map(|b| match b {
+                ContentBlock::Text(t) => Some(t.text.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        (result, text)
+    };
+    let (opened, _) = tool("create_session", json!({})).await;
+    let old = opened.structured_content.unwrap()["session_id"].clone();
+    tool(
+        "execute_python",
+        json!({"code": "x = 1", "session_id": old}),
+    )
+    .await;
+    let (installed, said) = tool("install_packages", json!({"packages": ["pyexec-probe"]})).await;
+    assert_eq!(installed.is_error, Some(false), "{said}");
+
+    let probe = "import pyexec_probe\nprint(pyexec_probe.VALUE, x)";
+    let (failed, said) = tool("execute_python", json!({"code": probe, "session_id": old})).await;
+    assert_eq!(failed.is_error, Some(true));
+    assert!(
+        said.contains("ModuleNotFoundError") && said.contains("started before the last install"),
+        "{said}"
+    );
+    // Its state is intact, and a new session sees the package.
+    let (_, said) = tool(
+        "execute_python",
+        json!({"code": "print(x)", "session_id": old}),
+    )
+    .await;
+    assert!(said.contains("1\n"), "{said}");
+    let (opened, _) = tool("create_session", json!({})).await;
+    let new = opened.structured_content.unwrap()["session_id"].clone();
+    let (worked, said) = tool(
+        "execute_python",
+        json!({"code": "x = 2\n".to_string() + probe, "session_id": new}),
+    )
+    .await;
+    assert_eq!(worked.is_error, Some(false), "{said}");
+    assert!(said.contains("pyexec-probe 1.0 2"), "{said}");
+    // A failing import in an up-to-date session gets no such note.
+    let (_, said) = tool(
+        "execute_python",
+        json!({"code": "import nothing_here", "session_id": new}),
+    )
+    .await;
+    assert!(!said.contains("started before"), "{said}");
+
+    client.cancel().await.unwrap();
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    common::assert_no_containers(&sandbox).await;
+}
