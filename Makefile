@@ -45,22 +45,24 @@ test-rust:
 		cargo test --release --no-fail-fast; \
 	fi
 
-# The MCP-level, core, attack and fault tests again, against rootful Podman's Docker-API
-# socket (started, and given the image, by tests/podman-up.sh). Installs are refused on
-# Podman (its compatible commit drops a layer's config): the packages test checks that.
+# The MCP-level, core, session, attack, fault and install tests again, against rootful
+# Podman's Docker-API socket (started, and given an image it built itself, by
+# tests/podman-up.sh).
 PODMAN_SOCK := /run/podman/podman.sock
 test-podman: image build
 	tests/podman-up.sh $(PODMAN_SOCK) $(BIN)
 	DOCKER_HOST=unix://$(PODMAN_SOCK) cargo nextest run --cargo-profile release --no-fail-fast \
 		--test mcp --test execute --test isolation --test attacks --test pool --test reaper \
-		--test faults --test cli --test packages --test install_attacks --test image_build
+		--test faults --test cli --test packages --test install_attacks --test image_build \
+		--test sessions
 
-# The isolation tests and the attack corpus again, under gVisor (needs runsc registered with
-# dockerd: see SECURITY.md).
+# The isolation tests, the attack corpus and the sessions again, under gVisor (needs runsc
+# registered with dockerd: see SECURITY.md).
 test-gvisor: image
 	@docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || \
 		{ echo "runsc is not registered with dockerd: see SECURITY.md, Enabling gVisor" >&2; exit 1; }
-	PYEXEC_RUNTIME=runsc cargo nextest run --cargo-profile release --no-fail-fast --test attacks --test isolation
+	PYEXEC_RUNTIME=runsc cargo nextest run --cargo-profile release --no-fail-fast --test attacks --test isolation \
+		--test sessions
 
 # 1,000 mixed calls at concurrency 16 over MCP: failures, leaks and the server's peak RSS.
 soak: image build

@@ -459,6 +459,16 @@ impl Sandbox {
         let duration_ms = started.elapsed().as_millis() as u64;
         let (outcome, ended) = match read {
             Ok(Ok(Some(finished))) => {
+                let mut finished = finished;
+                if finished.ended && finished.status == KILLED && !finished.oom {
+                    // Where the runner cannot read the memory cgroup (gVisor), the engine's
+                    // record of the container may know the OOM killer did it.
+                    if let Ok(docker) = self.docker.get().await
+                        && let Ok((_, oom)) = exit_status(docker, &session.name, &image).await
+                    {
+                        finished.oom = oom;
+                    }
+                }
                 let why = if finished.oom {
                     SessionEnd::OutOfMemory
                 } else if finished.interrupted {
