@@ -1,8 +1,9 @@
 //! `make bench`: how much isolation costs, against the floors, in one process and one go.
 //!
 //! For `print(1)`: the host's `python3 -c`, the `docker run --rm` CLI on the same image, the
-//! start request alone (the floor of any container-per-call design), our cold path (a container started per call) and our warm path (a pool container), each p50
-//! and p95; then calls/s at concurrency 1, 4 and 8 for cold and warm against `docker run`
+//! start request alone (the floor of any container-per-call design), our cold path (a
+//! container started per call), our warm path (a pool container) and a call in a session (an
+//! interpreter already running), each p50 and p95; then calls/s at concurrency 1, 4 and 8 for cold and warm against `docker run`
 //! churn at 8; then the release server's RSS idle and after 1,000 calls over MCP, and the
 //! Docker API requests one execution makes (counted by a proxy on the Docker socket); then
 //! the same server over MCP on stdio and on Streamable HTTP with a token (warm p50 and calls/s
@@ -533,9 +534,34 @@ async fn main() -> anyhow::Result<()> {
         execute(&warm).await
     })
     .await?;
+    // A call in a session starts no container: the payload goes to an interpreter that is
+    // already running, with the namespace of its earlier calls.
+    let session = warm
+        .create_session(None, &CancellationToken::new())
+        .await?
+        .session_id;
+    let (session50, session95) = latency(|| async {
+        let started = Instant::now();
+        let called = warm
+            .execute_in_session(
+                &session,
+                None,
+                &ExecutionRequest::new(CODE),
+                &CancellationToken::new(),
+                &|_, _| {},
+            )
+            .await?;
+        anyhow::ensure!(
+            called.result.stdout == "1\n" && !called.result.failed(),
+            "{called:?}"
+        );
+        Ok(started.elapsed())
+    })
+    .await?;
+    warm.close_session(&session, None)?;
 
     eprintln!(
-        "bench: p50/p95 ms: host {:.1}/{:.1}, docker run {:.1}/{:.1}, start alone {:.1}/{:.1}, cold {:.1}/{:.1}, warm {:.1}/{:.1}",
+        "bench: p50/p95 ms: host {:.1}/{:.1}, docker run {:.1}/{:.1}, start alone {:.1}/{:.1}, cold {:.1}/{:.1}, warm {:.1}/{:.1}, session {:.1}/{:.1}",
         ms(host50),
         ms(host95),
         ms(run50),
@@ -545,7 +571,9 @@ async fn main() -> anyhow::Result<()> {
         ms(cold50),
         ms(cold95),
         ms(warm50),
-        ms(warm95)
+        ms(warm95),
+        ms(session50),
+        ms(session95)
     );
     if std::env::var("BENCH_LATENCY_ONLY").is_ok() {
         cold.shutdown(Duration::from_secs(30)).await;
@@ -673,6 +701,7 @@ async fn main() -> anyhow::Result<()> {
         ("container start alone (API, floor)", start50, start95),
         ("cold (container per call)", cold50, cold95),
         ("warm (pool)", warm50, warm95),
+        ("in a session (no container start)", session50, session95),
     ] {
         println!(
             "| {name} | {:.1} | {:.1} | {:.2}× | {:.2}× |",
@@ -743,6 +772,12 @@ async fn main() -> anyhow::Result<()> {
         }
     );
     let verdict = |ok: bool| if ok { "met" } else { "missed" };
+    println!(
+        "| session p50 ≤ warm p50 | {:.1} vs {:.1} ms — {} |",
+        ms(session50),
+        ms(warm50),
+        verdict(session50 <= warm50)
+    );
     println!(
         "| warm p50 ≤ 3× host | {:.2}× — {} |",
         ms(warm50) / ms(host50),
