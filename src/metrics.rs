@@ -46,6 +46,7 @@ pub struct Gauges {
     pub queue_depth: usize,
     pub busy_slots: usize,
     pub warm_containers: usize,
+    pub sessions_open: usize,
 }
 
 impl Metrics {
@@ -146,6 +147,12 @@ impl Metrics {
             "Warm containers ready.",
             gauges.warm_containers,
         );
+        gauge(
+            &mut out,
+            "pyexec_sessions_open",
+            "Sessions open (create_session), each one container.",
+            gauges.sessions_open,
+        );
         let counter = |out: &mut String, name: &str, help: &str, labels: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (label, value) in labels {
@@ -197,6 +204,7 @@ mod tests {
             queue_depth: 1,
             busy_slots: 2,
             warm_containers: 3,
+            sessions_open: 1,
         });
         assert!(text.contains("pyexec_executions_total{outcome=\"ok\"} 2\n"));
         assert!(text.contains("pyexec_executions_total{outcome=\"timeout\"} 1\n"));
@@ -206,6 +214,7 @@ mod tests {
         assert!(text.contains("pyexec_execution_duration_seconds_count 3\n"));
         assert!(text.contains("pyexec_execution_duration_seconds_sum 33.02\n"));
         assert!(text.contains("pyexec_busy_slots 2\n"));
+        assert!(text.contains("pyexec_sessions_open 1\n"));
         assert!(text.contains("pyexec_pool_takes_total{result=\"hit\"} 1\n"));
         assert!(text.contains("pyexec_installs_total{outcome=\"error\"} 1\n"));
         assert!(text.contains("pyexec_reaped_containers_total 2\n"));

@@ -98,6 +98,10 @@ pub struct ExecutionStatus {
     pub truncated: bool,
     /// Run time in milliseconds.
     pub duration_ms: u64,
+    /// Calls in a session only: null while the session goes on, else why it ended with this
+    /// call (its state is gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_ended: Option<SessionEnd>,
 }
 
 /// The MCP server: one [`Sandbox`] and its package [`Environment`] behind the tools.
@@ -868,6 +872,7 @@ pub fn render(result: ExecutionResult, max_answer: usize) -> CallToolResult {
         oom_killed: result.oom_killed,
         truncated: result.truncated || stdout.omitted().is_some() || stderr.omitted().is_some(),
         duration_ms: result.duration_ms,
+        session_ended: None,
     };
     let mut answer = if failed {
         CallToolResult::error(content)

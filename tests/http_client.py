@@ -108,7 +108,13 @@ async def session(port, body):
 
 async def basics(s):
     tools = sorted(t.name for t in (await s.list_tools()).tools)
-    assert tools == ["execute_python", "install_packages", "list_packages"], tools
+    assert tools == [
+        "close_session",
+        "create_session",
+        "execute_python",
+        "install_packages",
+        "list_packages",
+    ], tools
     result = await s.call_tool("execute_python", {"code": "print(6 * 7)"})
     assert text_of(result) == "stdout:\n42\n", text_of(result)
     installed = await s.call_tool("install_packages", {"packages": ["pyexec-http==1.0"]})

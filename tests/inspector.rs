@@ -53,15 +53,22 @@ fn json_of(output: &Output) -> serde_json::Value {
 #[test]
 fn the_inspector_lists_the_tools() {
     let listed = json_of(&inspector(&["--method", "tools/list"]));
-    let names: Vec<&str> = listed["tools"]
+    let mut names: Vec<&str> = listed["tools"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
+    names.sort_unstable();
     assert_eq!(
         names,
-        ["execute_python", "install_packages", "list_packages"]
+        [
+            "close_session",
+            "create_session",
+            "execute_python",
+            "install_packages",
+            "list_packages"
+        ]
     );
 }
 

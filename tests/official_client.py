@@ -61,7 +61,13 @@ async def session_with(binary, env, body):
 async def execute_checks(session, _logs):
     tools = await session.list_tools()
     names = sorted(tool.name for tool in tools.tools)
-    assert names == ["execute_python", "install_packages", "list_packages"], names
+    assert names == [
+        "close_session",
+        "create_session",
+        "execute_python",
+        "install_packages",
+        "list_packages",
+    ], names
     schema = next(t for t in tools.tools if t.name == "execute_python").inputSchema
     assert schema["required"] == ["code"], schema
     assert "inputData" in schema["properties"], schema
@@ -82,6 +88,23 @@ async def execute_checks(session, _logs):
     failure = await session.call_tool("execute_python", {"code": "import json\njson.loads('{')"})
     assert failure.isError, failure
     assert "Traceback" in text_of(failure) and "JSONDecodeError" in text_of(failure)
+
+    # A session: state between calls, the structured status the output schema declares (the
+    # SDK validates it), its end said in the answer, and the id unknown afterwards.
+    opened = await session.call_tool("create_session", {})
+    assert not opened.isError, opened
+    session_id = opened.structuredContent["session_id"]
+    kept = await session.call_tool(
+        "execute_python", {"code": "total = 40", "session_id": session_id}
+    )
+    assert not kept.isError, kept
+    used = await session.call_tool(
+        "execute_python", {"code": "print(total + 2)\nexit()", "session_id": session_id}
+    )
+    assert "42" in text_of(used) and "The session has ended" in text_of(used), text_of(used)
+    assert used.structuredContent["session_ended"] == "exited", used.structuredContent
+    gone = await session.call_tool("execute_python", {"code": "1", "session_id": session_id})
+    assert gone.isError and "create_session" in text_of(gone), text_of(gone)
 
     # Live output: with a progress token, printed text arrives while the program runs.
     progress = []

@@ -222,6 +222,7 @@ impl Sandbox {
                 .concurrency
                 .saturating_sub(self.permits.available_permits()),
             warm_containers: self.pool.ready(),
+            sessions_open: self.sessions.count(),
         }
     }
 

@@ -64,16 +64,19 @@ impl ExecutionRequest {
         files_budget: usize,
     ) -> Result<Vec<u8>, SandboxError> {
         self.check_size(max_input_bytes)?;
-        let size = self.size();
-        let header = format!("{} {token} {files_budget}\n", self.code.len());
-        let mut payload = Vec::with_capacity(header.len() + size);
+        Ok(self.framed(&format!("{} {token} {files_budget}\n", self.code.len())))
+    }
+
+    /// `header`, the code, then each stdin line with its newline.
+    fn framed(&self, header: &str) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(header.len() + self.size());
         payload.extend_from_slice(header.as_bytes());
         payload.extend_from_slice(self.code.as_bytes());
         for line in &self.input_lines {
             payload.extend_from_slice(line.as_bytes());
             payload.push(b'\n');
         }
-        Ok(payload)
+        payload
     }
 
     /// The bytes for one call in a session's runner: the header also carries the stdin's
@@ -88,19 +91,11 @@ impl ExecutionRequest {
     ) -> Result<Vec<u8>, SandboxError> {
         self.check_size(max_input_bytes)?;
         let stdin = self.size() - self.code.len();
-        let header = format!(
+        Ok(self.framed(&format!(
             "{} {token} {files_budget} {stdin} {}\n",
             self.code.len(),
             timeout.as_millis()
-        );
-        let mut payload = Vec::with_capacity(header.len() + self.size());
-        payload.extend_from_slice(header.as_bytes());
-        payload.extend_from_slice(self.code.as_bytes());
-        for line in &self.input_lines {
-            payload.extend_from_slice(line.as_bytes());
-            payload.push(b'\n');
-        }
-        Ok(payload)
+        )))
     }
 }
 

@@ -294,16 +294,15 @@ def _finish(status, exit):
     exit(status)
 
 
-def _read_line(fd, skip=b""):
-    """One header line from `fd` (at most 256 bytes), leading `skip` bytes dropped; None at
-    EOF or for a line too long to be a header."""
+def _read_line(fd):
+    """One header line from `fd` (at most 256 bytes); None at EOF or for a line too long to
+    be a header."""
     line = b""
     while not line.endswith(b"\n"):
         byte = os.read(fd, 1)
         if not byte or len(line) > 256:
             return None
-        if line or byte not in skip:
-            line += byte
+        line += byte
     return line
 
 
@@ -622,12 +621,37 @@ def _oom_killed():
     return False
 
 
+def _fork(child, child_fds, parent_fds):
+    """Forks the process that runs the program, with its stdout and stderr on fresh pipes.
+    The child closes `parent_fds` and runs `child()` (which never returns); the parent closes
+    `child_fds` and gets (pid, stdout's read end, stderr's read end) to relay."""
+    import _signal as signal
+
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            os.dup2(out_write, 1)
+            os.dup2(err_write, 2)
+            for fd in parent_fds + (out_read, out_write, err_read, err_write):
+                os.close(fd)
+            child()
+        finally:
+            os._exit(70)
+    for fd in child_fds + (out_write, err_write):
+        os.close(fd)
+    return pid, out_read, err_read
+
+
 _NO_PAYLOAD = 125
 # Seconds an interrupted call has to end before the child is killed.
 _INTERRUPT_GRACE = 2.0
 # Output a session's child writes between calls, kept per stream for the next call.
 _BETWEEN_CALLS = 65536
-# Bytes on stdin during a call that ask for an interrupt; skipped before a header.
+# A byte on stdin during a call that asks for an interrupt; skipped between calls (it was
+# meant for a call that ended meanwhile).
 _INTERRUPT = b"!"
 
 
@@ -646,21 +670,11 @@ def _session(idle, exit):
 
     call_read, call_write = os.pipe()
     done_read, done_write = os.pipe()
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            os.dup2(out_write, 1)
-            os.dup2(err_write, 2)
-            for fd in (call_write, done_read, out_read, out_write, err_read, err_write):
-                os.close(fd)
-            _session_child(call_read, done_write, exit)
-        finally:
-            exit(70)
-    for fd in (call_read, done_write, out_write, err_write):
-        os.close(fd)
+    pid, out_read, err_read = _fork(
+        lambda: _session_child(call_read, done_write, exit),
+        (call_read, done_write),
+        (call_write, done_read),
+    )
     streams = {out_read: 1, err_read: 2}
     held = {1: bytearray(), 2: bytearray()}
     dropped = {1: 0, 2: 0}
@@ -686,10 +700,14 @@ def _session(idle, exit):
             left = idle_until - time.monotonic()
             if left <= 0:
                 exit(_NO_PAYLOAD)
-            ready = False
+            first = None
             for fd, events in poller.poll(int(min(left, 0.5) * 1000) + 1):
                 if fd == 0:
-                    ready = True
+                    first = os.read(0, 1)
+                    if not first:
+                        exit(_NO_PAYLOAD)  # the server is gone
+                    if first == _INTERRUPT:
+                        first = None  # meant for a call that ended meanwhile
                 elif fd in streams:
                     data = os.read(fd, 65536)
                     if not data:
@@ -704,11 +722,12 @@ def _session(idle, exit):
             status = _reap(pid)
             if status is not None:
                 gone(status)
-            if ready:
+            if first is not None:
                 break
-        header = _read_line(0, _INTERRUPT)
-        if header is None:
+        rest = _read_line(0)
+        if rest is None:
             exit(_NO_PAYLOAD)
+        header = first + rest
         fields = header.split()
         code_length, token, budget = int(fields[0]), fields[1], int(fields[2])
         input_length, timeout = int(fields[3]), int(fields[4]) / 1000.0
@@ -830,22 +849,12 @@ def _supervise():
     if len(sys.argv) > 3 and sys.argv[2] == "session":
         _session(int(sys.argv[3]), exit)
     code_read, code_write = os.pipe()
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            os.dup2(out_write, 1)
-            os.dup2(err_write, 2)
-            for fd in (code_write, out_read, out_write, err_read, err_write):
-                os.close(fd)
-            _child(code_read, exit)
-        finally:
-            exit(70)
-    for fd in (code_read, out_write, err_write):
-        os.close(fd)
+
+    def child():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _child(code_read, exit)
+
+    pid, out_read, err_read = _fork(child, (code_read,), (code_write,))
     header = _read_header()
     if header is None:
         _write_all(2, b"pyexec runner: no payload received\n")

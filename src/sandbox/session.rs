@@ -18,8 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bollard::container::{AttachContainerResults, LogOutput};
-use futures::StreamExt;
+use bollard::container::AttachContainerResults;
 use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -27,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::container::{ContainerGuard, call_uid, session_spec};
 use super::payload::{Bundle, ExecutionRequest, Trailer};
-use super::stream::{exit_status, start_attached};
+use super::stream::{exit_status, start_attached, until_trailers};
 use super::{ExecutionResult, KILLED, Output, RunOutcome, Sandbox, SandboxError, Stream, files};
 use crate::config::SessionConfig;
-use crate::docker::{DockerError, classify};
+use crate::docker::DockerError;
 
 /// How long the runner gives an interrupted call to end before it kills the interpreter
 /// (`_INTERRUPT_GRACE` in runner.py).
@@ -265,35 +264,23 @@ impl Conn {
         let Some((out, err)) = self.pending.as_mut() else {
             return Ok(None);
         };
-        while let Some(item) = self.streams.output.next().await {
-            let (stream, message) = match item {
-                Ok(LogOutput::StdOut { message }) => (Stream::Stdout, message),
-                Ok(LogOutput::StdErr { message }) => (Stream::Stderr, message),
-                Ok(_) => continue,
-                Err(error) => return Err(classify(error, "read the output", image)),
-            };
-            let trailer = if stream == Stream::Stdout {
-                &mut *out
-            } else {
-                &mut *err
-            };
-            trailer.push(&message, &mut |bytes| on_output(stream, bytes));
-            if let (Some(status), Some(_)) = (out.status(), err.status()) {
-                let finished = Finished {
-                    status,
-                    oom: out.oom(),
-                    interrupted: out.interrupted(),
-                    ended: out.ended(),
-                    bundle: out.take_bundle(),
-                };
+        let ended = until_trailers(&mut self.streams.output, out, err, image, on_output).await;
+        let finished = match ended {
+            Ok(true) => Some(Finished {
+                status: out.status().unwrap_or(KILLED),
+                oom: out.oom(),
+                interrupted: out.interrupted(),
+                ended: out.ended(),
+                bundle: out.take_bundle(),
+            }),
+            Ok(false) => None,
+            Err(error) => {
                 self.pending = None;
-                return Ok(Some(finished));
+                return Err(error);
             }
-        }
-        out.finish(&mut |bytes| on_output(Stream::Stdout, bytes));
-        err.finish(&mut |bytes| on_output(Stream::Stderr, bytes));
+        };
         self.pending = None;
-        Ok(None)
+        Ok(finished)
     }
 }
 

@@ -154,32 +154,19 @@ pub(super) async fn stream_and_wait(
         let _ = input.shutdown().await;
     };
     let read = async {
-        while let Some(item) = output.next().await {
-            let (stream, message) = match item {
-                Ok(LogOutput::StdOut { message }) => (Stream::Stdout, message),
-                Ok(LogOutput::StdErr { message }) => (Stream::Stderr, message),
-                Ok(_) => continue,
-                Err(error) => return Err(classify(error, "read the output", image)),
-            };
-            let Some((out, err)) = trailers.as_mut() else {
-                on_output(stream, &message);
-                continue;
-            };
-            let trailer = if stream == Stream::Stdout {
-                &mut *out
-            } else {
-                &mut *err
-            };
-            trailer.push(&message, &mut |bytes| on_output(stream, bytes));
-            if let (Some(status), Some(_)) = (out.status(), err.status()) {
-                return Ok(Some((status, out.oom())));
+        let Some((out, err)) = trailers.as_mut() else {
+            while let Some(item) = output.next().await {
+                if let Some((stream, message)) = chunk(item, image)? {
+                    on_output(stream, &message);
+                }
             }
-        }
-        if let Some((out, err)) = trailers.as_mut() {
-            out.finish(&mut |bytes| on_output(Stream::Stdout, bytes));
-            err.finish(&mut |bytes| on_output(Stream::Stderr, bytes));
-        }
-        Ok(None)
+            return Ok::<_, DockerError>(None);
+        };
+        let ended = until_trailers(&mut output, out, err, image, on_output).await?;
+        Ok(out
+            .status()
+            .filter(|_| ended)
+            .map(|status| (status, out.oom())))
     };
     let streamed = tokio::time::timeout(timeout, drive_until(read, write)).await;
     let duration_ms = started.elapsed().as_millis() as u64;
@@ -216,6 +203,54 @@ pub(super) async fn stream_and_wait(
         bundle,
     })
 }
+
+/// One item of a container's attach stream as (stream, bytes); `None` for what is neither
+/// stdout nor stderr.
+fn chunk(
+    item: Result<LogOutput, bollard::errors::Error>,
+    image: &str,
+) -> Result<Option<(Stream, bytes::Bytes)>, DockerError> {
+    match item {
+        Ok(LogOutput::StdOut { message }) => Ok(Some((Stream::Stdout, message))),
+        Ok(LogOutput::StdErr { message }) => Ok(Some((Stream::Stderr, message))),
+        Ok(_) => Ok(None),
+        Err(error) => Err(classify(error, "read the output", image)),
+    }
+}
+
+/// Passes a runner's output to `on_output` until both of its trailers (`out` on stdout, `err`
+/// on stderr) are in: true. False when the stream ends first (what was held back as a
+/// possible trailer is passed on then).
+pub(super) async fn until_trailers(
+    output: &mut AttachOutput,
+    out: &mut Trailer,
+    err: &mut Trailer,
+    image: &str,
+    on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
+) -> Result<bool, DockerError> {
+    while let Some(item) = output.next().await {
+        let Some((stream, message)) = chunk(item, image)? else {
+            continue;
+        };
+        let trailer = if stream == Stream::Stdout {
+            &mut *out
+        } else {
+            &mut *err
+        };
+        trailer.push(&message, &mut |bytes| on_output(stream, bytes));
+        if out.status().is_some() && err.status().is_some() {
+            return Ok(true);
+        }
+    }
+    out.finish(&mut |bytes| on_output(Stream::Stdout, bytes));
+    err.finish(&mut |bytes| on_output(Stream::Stderr, bytes));
+    Ok(false)
+}
+
+/// The output half of an attach stream.
+pub(super) type AttachOutput = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
 
 /// The exit code of a container whose output has ended, and whether the OOM killer hit it.
 pub(super) async fn exit_status(
