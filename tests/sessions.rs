@@ -517,3 +517,38 @@ async fn running_out_of_memory_ends_the_session_and_says_so() {
     }
     assert_all_removed(&sandbox).await;
 }
+
+/// The end of a session's call is the interpreter's word, on a pipe the program can find: a
+/// program that writes garbage or a forged status to every descriptor it has can misreport
+/// its own call at most. The supervisor survives, the session goes on, and the next calls are
+/// answered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_forging_the_end_of_its_call_cannot_break_its_session() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    call(&sandbox, &id, "kept = 'intact'").await;
+    // Python expressions for the bytes written: garbage, bare statuses, huge numbers, and
+    // well-formed lines for every call number this session will reach.
+    let forgeries = [
+        "b'garbage\\n'",
+        "b'0\\n'",
+        "b'99999999999999999999\\n\\n\\n'",
+        "b''.join(b'%d 0\\n' % n for n in range(1, 40))",
+        "b'x' * 100000",
+    ];
+    for forged in forgeries {
+        let code = format!(
+            "import os\nfor fd in range(3, 256):\n    try:\n        os.write(fd, {forged})\n    \
+             except OSError:\n        pass\nimport time\ntime.sleep(0.2)\nprint('after')"
+        );
+        let forging = call(&sandbox, &id, &code).await;
+        assert_eq!(forging.ended, None, "{forging:?}");
+        let next = call(&sandbox, &id, "print(kept)").await;
+        assert!(out(&next).ends_with("intact\n"), "{next:?}");
+        assert_eq!(next.ended, None);
+    }
+    let last = call(&sandbox, &id, "print(kept)").await;
+    assert_eq!(out(&last), "intact\n", "{last:?}");
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}

@@ -33,7 +33,8 @@
 # <timeout ms>". The supervisor hands code and stdin to the child over a pipe, relays its
 # output, and learns the end of a call from the child's status line on another pipe (so in a
 # session the status is the interpreter's word: the program can only misreport its own
-# call). At the timeout it sends SIGINT (a KeyboardInterrupt in the call); if the call has not
+# call; each status line names its call, so a late or forged one cannot shift the calls after
+# it). At the timeout it sends SIGINT (a KeyboardInterrupt in the call); if the call has not
 # ended after a grace, it kills the child. A byte on stdin during a call asks for the same
 # interrupt (the server's cancel). The stdout trailer gains flags: "timeout" (interrupted at
 # the limit), "ended" (the interpreter is gone -- exit(), a crash, a kill -- and so is the
@@ -367,7 +368,7 @@ def _session_child(call_pipe, done_pipe, exit):
         header = _read_line(call_pipe)
         if header is None:
             _finish(0, exit)
-        code_length, input_length = (int(field) for field in header.split())
+        call, code_length, input_length = (int(field) for field in header.split())
         source = _read_exact(call_pipe, code_length)
         _give_stdin(_read_exact(call_pipe, input_length), encoding, errors)
         number += 1
@@ -410,7 +411,8 @@ def _session_child(call_pipe, done_pipe, exit):
         except BaseException:
             pass
         _flush()
-        _write_all(done_pipe, b"%d\n" % status)
+        # The leading newline ends whatever the program may have left on this pipe.
+        _write_all(done_pipe, b"\n%d %d\n" % (call, status))
 
 
 def _read_header():
@@ -488,6 +490,7 @@ def _collect(budget, seen=None):
     items = []
     blobs = []
     left = [budget]
+    present = set()
 
     def text(name):
         # Names that are not UTF-8 are shown with replacement characters.
@@ -515,6 +518,7 @@ def _collect(budget, seen=None):
                     os.unlink(entry, dir_fd=folder)
                 else:
                     key = (info.st_ino, info.st_size, info.st_mtime_ns)
+                    present.add(name)
                     if seen.get(name) == key:
                         return  # handed back by an earlier call, unchanged since
                     seen[name] = key
@@ -582,6 +586,10 @@ def _collect(budget, seen=None):
             walk(folder, "", 0 if kind == "file" else 8, kind)
         finally:
             os.close(folder)
+    if seen is not None:
+        # Forget what is gone, so the record stays as small as /tmp/outputs.
+        for name in [name for name in seen if name not in present]:
+            del seen[name]
     if not items:
         return b""
     import json  # only when something comes back: it costs milliseconds
@@ -679,6 +687,7 @@ def _session(idle, exit):
     held = {1: bytearray(), 2: bytearray()}
     dropped = {1: 0, 2: 0}
     seen = {}
+    calls = 0
     poller = select.poll()
     for fd in (0, out_read, err_read, done_read):
         poller.register(fd, select.POLLIN)
@@ -717,7 +726,7 @@ def _session(idle, exit):
                     room = max(0, _BETWEEN_CALLS - len(into))
                     into += data[:room]
                     dropped[streams[fd]] += len(data) - min(room, len(data))
-                elif fd == done_read and not os.read(fd, 64):
+                elif fd == done_read and not os.read(fd, 65536):
                     forget(fd)
             status = _reap(pid)
             if status is not None:
@@ -743,8 +752,10 @@ def _session(idle, exit):
             if dropped[fd]:
                 _write_all(2, b"pyexec: %d more bytes written between calls were dropped\n" % dropped[fd])
                 dropped[fd] = 0
+        calls += 1
         try:
-            _write_all(call_write, b"%d %d\n" % (code_length, input_length) + code + data)
+            frame = b"%d %d %d\n" % (calls, code_length, input_length)
+            _write_all(call_write, frame + code + data)
         except OSError:
             pass  # the child is gone; its status says why
         del code, data
@@ -769,7 +780,7 @@ def _session(idle, exit):
                     else:
                         forget(fd)
                 elif fd == done_read:
-                    data = os.read(fd, 64)
+                    data = os.read(fd, 65536)
                     if not data:
                         forget(fd)
                     done += data
@@ -782,9 +793,22 @@ def _session(idle, exit):
                     if not interrupted:
                         interrupted, kill_at = True, time.monotonic() + _INTERRUPT_GRACE
                         os.kill(pid, signal.SIGINT)
-            if b"\n" in done:
-                status = int(done.split(b"\n")[0] or b"1")
-            else:
+            # "<call> <status>" lines: the interpreter's word, but the program could write
+            # here too, so only a well-formed line for this call counts (a late line of an
+            # earlier call, or garbage, is dropped).
+            while status is None and b"\n" in done:
+                line, done = done.split(b"\n", 1)
+                fields = line.split()
+                if (
+                    len(fields) == 2
+                    and fields[0] == b"%d" % calls
+                    and fields[1].isdigit()
+                    and len(fields[1]) < 4
+                ):
+                    status = int(fields[1]) & 0xFF
+            if len(done) > 4096:
+                done = b""
+            if status is None:
                 reaped = _reap(pid)
                 if reaped is not None:
                     ended = _wait_status(reaped)
