@@ -365,6 +365,11 @@ impl PythonExecutor {
                  was opened",
             )]));
         };
+        // A session keeps the image it starts from: learn which one is current first (on a
+        // fresh server this is its first look at the environment).
+        if let Err(error) = self.environment.ensure_loaded().await {
+            tracing::debug!(%error, "package environment not loaded");
+        }
         let owner = owner_of(&extensions);
         match self.sandbox.create_session(owner.as_deref(), &cancel).await {
             Ok(info) => {

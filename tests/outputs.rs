@@ -146,6 +146,42 @@ async fn figures_come_back_as_png_images_and_only_when_drawn() {
     client.cancel().await.unwrap();
 }
 
+/// In a session each call's figures come back with that call only: shown ones, then those
+/// left open (closed afterwards, as a notebook cell's), never again in a later call.
+#[tokio::test]
+async fn in_a_session_figures_come_back_with_the_call_that_drew_them() {
+    ensure_matplotlib();
+    let client = server(&[]).await;
+    let params = CallToolRequestParams::new("create_session");
+    let opened = client.call_tool(params).await.unwrap();
+    let id = opened.structured_content.unwrap()["session_id"].clone();
+    let in_session = async |code: &str| {
+        let params = CallToolRequestParams::new("execute_python").with_arguments(
+            json!({ "code": code, "session_id": id })
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        client.call_tool(params).await.unwrap()
+    };
+    let shown = in_session(
+        "import matplotlib.pyplot as plt
+plt.figure(figsize=(2, 2)); plt.plot([1]); plt.show()",
+    )
+    .await;
+    assert_eq!(images(&shown).len(), 1, "{:?}", texts(&shown));
+    let open = in_session("plt.figure(figsize=(3, 2)); plt.plot([2])").await;
+    let widths: Vec<u32> = images(&open)
+        .iter()
+        .map(|(png, _)| u32::from_be_bytes(png[16..20].try_into().unwrap()))
+        .collect();
+    assert_eq!(widths, [300], "only this call's figure: {:?}", texts(&open));
+    let later = in_session("print(len(plt.get_fignums()))").await;
+    assert_eq!(texts(&later), ["stdout:\n0\n"]);
+    assert!(images(&later).is_empty(), "nothing drawn, nothing returned");
+    client.cancel().await.unwrap();
+}
+
 #[tokio::test]
 async fn files_in_outputs_come_back_as_a_text_resource_and_an_image() {
     ensure_matplotlib();

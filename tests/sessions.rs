@@ -336,6 +336,14 @@ async fn the_session_limit_is_a_clear_error_and_closing_one_makes_room() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("turned off"), "{refused}");
+    // An id given to a server without sessions is told so, not to create a session.
+    let refused = try_call(&off, &"0".repeat(32), ExecutionRequest::new("1"))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("without session_id"),
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

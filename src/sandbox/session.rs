@@ -164,6 +164,9 @@ impl Sessions {
     /// The session `id` if it is open and belongs to `owner`: any other case is "unknown",
     /// so an id of someone else's session tells nothing.
     fn get(&self, id: &str, owner: Option<&str>) -> Result<Arc<Session>, SandboxError> {
+        if self.config.max == 0 {
+            return Err(SandboxError::SessionsOff);
+        }
         let open = self.open();
         match open.get(id) {
             Some(session) if session.owner.as_deref() == owner && !session.is_over() => {
