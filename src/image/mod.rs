@@ -44,9 +44,12 @@ pub const LABEL_CREATED: &str = "mcp-python-executor.created";
 /// Label: the environment tag the layer was made for; superseded layers are found by it.
 pub const LABEL_ENV: &str = "mcp-python-executor.env";
 
-/// How long superseded layers still in use are retried, and how often.
+/// How long superseded layers still in use are retried at least (a session may hold one for
+/// its whole lifetime: then as long as that), and how often: every 2 s at first, backing off
+/// to every 10 s.
 const COLLECT_FOR: Duration = Duration::from_secs(180);
 const COLLECT_EVERY: Duration = Duration::from_secs(2);
+const COLLECT_EVERY_MAX: Duration = Duration::from_secs(10);
 
 /// What is installed in the current environment.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -470,8 +473,9 @@ impl Environment {
     }
 
     /// Removes this tag's layers that are no longer in its chain, now; those a container
-    /// still uses (a warm container being replaced, a call still running) are retried in the
-    /// background for a few minutes, and by every later install.
+    /// still uses (a warm container being replaced, a call or a session still running) are
+    /// retried in the background for a few minutes or a session's lifetime, whichever is
+    /// longer, and by every later install.
     async fn collect_superseded(&self) {
         let Ok(docker) = self.sandbox.docker().await else {
             return;
@@ -480,10 +484,14 @@ impl Environment {
             return;
         }
         let (docker, config) = (docker.clone(), self.config.clone());
+        let sandbox = self.sandbox.config();
+        let longest = COLLECT_FOR.max(sandbox.sessions.max_age + sandbox.limits.timeout * 2);
         tokio::spawn(async move {
-            let deadline = Instant::now() + COLLECT_FOR;
+            let deadline = Instant::now() + longest;
+            let mut every = COLLECT_EVERY;
             while Instant::now() < deadline {
-                tokio::time::sleep(COLLECT_EVERY).await;
+                tokio::time::sleep(every).await;
+                every = (every * 2).min(COLLECT_EVERY_MAX);
                 // A running install of any server owns the chain: skip its round.
                 let Some(_lock) = lock::EnvLock::try_acquire(&config.state_dir, &config.env_tag)
                 else {
