@@ -2,8 +2,9 @@
 //!
 //! [`Sandbox::execute`] is the whole path of an `execute_python` call below the protocol: it
 //! checks the request, waits for a concurrency slot, runs the code in a fresh container under
-//! the limits, and removes the container before answering, whatever happened. Nothing here
-//! knows about MCP.
+//! the limits, and removes the container before answering, whatever happened. Sessions
+//! (`session.rs`) are the one exception to "a container per call": one container runs the
+//! calls of one session. Nothing here knows about MCP.
 
 mod container;
 mod files;
