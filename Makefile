@@ -1,13 +1,19 @@
 # mcp-python-executor — the commands a user and CI need.
-#   make run    build what is missing (image, binary) and serve MCP on stdio
-#   make test   build what is missing, then run every test against real Docker
-#   make image  build the sandbox image (registry base if reachable, offline debootstrap if not)
+#   make run           build what is missing (image, binary) and serve MCP on stdio
+#   make test          build what is missing, then the everyday suite against real Docker
+#                      (needs only what README.md, Set up, lists; checked first)
+#   make test-engines  the tests that start engines of their own (dockerd with TLS, sshd): root
+#   make test-gvisor   the isolation, attack and session tests again under runsc
+#   make test-podman   the MCP, core, package and fault tests again on rootful Podman
+#   make image         build the sandbox image (registry base if reachable, offline debootstrap if not)
+# Each of run and the test targets first runs tests/prereqs.sh, which names in a second
+# every tool that is missing and how to install it.
 
 BIN        := target/release/mcp-python-executor
 CLIENT_VENV := target/pyclient
 INSPECTOR  := tests/inspector/node_modules/.bin/mcp-inspector
 
-.PHONY: all build image image-rebuild run test test-rust test-client test-gvisor test-podman soak bench lint clean inspector
+.PHONY: all build image image-rebuild run test test-rust test-client test-engines test-gvisor test-podman soak bench lint clean inspector
 
 all: build
 
@@ -20,11 +26,16 @@ image: build
 image-rebuild: build
 	$(BIN) image build --force
 
-run: image build
+# prereqs-run, prereqs-test, …: what that target needs, checked before anything builds
+# (listed first, so a serial make runs it first). Not phony: a phony target skips pattern rules.
+prereqs-%:
+	@tests/prereqs.sh $*
+
+run: prereqs-run image build
 	@exec $(BIN)
 
 # The official MCP Python client first, then the Rust suite (its summary is the last line).
-test: image build $(INSPECTOR) test-client test-rust
+test: prereqs-test image build $(INSPECTOR) test-client test-rust
 
 # The official MCP Inspector, pinned by tests/inspector/package-lock.json.
 $(INSPECTOR): tests/inspector/package-lock.json
@@ -38,18 +49,23 @@ inspector: image build $(INSPECTOR)
 
 # Tests build in the release profile: they share `make build`'s compiled dependencies, and
 # the flood tests (a gigabyte through the attach stream) are not bound by a debug build.
+# The unit tests and every tests/*.rs but the engine ones, so a new file is in the everyday
+# suite; named as targets, not filtered out, so the summary counts no test as skipped.
+ENGINE_TESTS := remote ssh
+EVERYDAY_TESTS := $(filter-out $(ENGINE_TESTS),$(basename $(notdir $(wildcard tests/*.rs))))
 test-rust:
-	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --cargo-profile release --no-fail-fast; \
-	else \
-		cargo test --release --no-fail-fast; \
-	fi
+	cargo nextest run --cargo-profile release --no-fail-fast --lib --bins $(EVERYDAY_TESTS:%=--test %)
+
+# The tests that start an engine of their own, as root: a second dockerd with TLS certificates
+# they make (tests/remote.rs) and an sshd in front of this machine's Docker (tests/ssh.rs).
+test-engines: prereqs-engines image build
+	cargo nextest run --cargo-profile release --no-fail-fast $(ENGINE_TESTS:%=--test %)
 
 # The MCP-level, core, session, attack, fault and install tests again, against rootful
 # Podman's Docker-API socket (started, and given an image it built itself, by
 # tests/podman-up.sh).
 PODMAN_SOCK := /run/podman/podman.sock
-test-podman: image build
+test-podman: prereqs-podman image build
 	tests/podman-up.sh $(PODMAN_SOCK) $(BIN)
 	DOCKER_HOST=unix://$(PODMAN_SOCK) cargo nextest run --cargo-profile release --no-fail-fast \
 		--test mcp --test execute --test isolation --test attacks --test pool --test reaper \
@@ -58,9 +74,7 @@ test-podman: image build
 
 # The isolation tests, the attack corpus and the sessions again, under gVisor (needs runsc
 # registered with dockerd: see SECURITY.md).
-test-gvisor: image
-	@docker info --format '{{json .Runtimes}}' | grep -q '"runsc"' || \
-		{ echo "runsc is not registered with dockerd: see SECURITY.md, Enabling gVisor" >&2; exit 1; }
+test-gvisor: prereqs-gvisor image
 	PYEXEC_RUNTIME=runsc cargo nextest run --cargo-profile release --no-fail-fast --test attacks --test isolation \
 		--test sessions
 

@@ -3,7 +3,7 @@
 //! pidfile, so the machine's daemon is untouched), then points the built binary at it with
 //! `DOCKER_HOST=tcp://…`, `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`. A client certificate from
 //! another CA, and a daemon whose certificate this client does not trust, are refused with a
-//! clear error. Needs root (it starts a daemon), as CI has.
+//! clear error. Needs root (it starts a daemon): `make test-engines` runs it, not `make test`.
 
 mod common;
 

@@ -3,7 +3,8 @@
 //! setup untouched) whose `docker` is this machine's, and gives the server an `ssh` that reads
 //! the test's client config (key, known hosts). Code runs there; a key the host does not know,
 //! and a host whose key the client does not know, are refused with ssh's own reason; a URL that
-//! would smuggle an option into ssh runs nothing. Needs root and openssh-server, as CI has.
+//! would smuggle an option into ssh runs nothing. Needs root and openssh-server: `make
+//! test-engines` runs it (not `make test`), after tests/prereqs.sh has checked for both.
 
 mod common;
 
@@ -71,7 +72,9 @@ impl Sshd {
             .arg(dir.join("sshd_config"))
             .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
             .spawn()
-            .expect("sshd starts (apt-get install openssh-server)");
+            .expect(
+                "sshd starts (apt-get install openssh-server; make test-engines checks for it)",
+            );
         let host_key = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
         let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
         std::fs::write(
