@@ -31,7 +31,10 @@ image-rebuild: build
 prereqs-%:
 	@tests/prereqs.sh $*
 
-run: prereqs-run image build
+# Everything but the server itself goes to stderr: stdout is the MCP channel (make's own echo
+# of a recipe there would be the client's first "message").
+run: prereqs-run
+	@$(MAKE) --no-print-directory image build >&2
 	@exec $(BIN)
 
 # The official MCP Python client first, then the Rust suite (its summary is the last line).

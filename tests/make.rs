@@ -1,8 +1,9 @@
-//! `tests/prereqs.sh`, the check every `make` test target runs before it builds anything: on
-//! this machine's real tools, with one of them taken off `PATH` (a folder of links to every
-//! other program on it), it must stop naming exactly what is missing and the command that
-//! installs it, one line each; with everything present it passes. The engine it asks is the
-//! real one, and one that does not answer is named with the next step.
+//! What the Makefile promises a user. `tests/prereqs.sh`, the check `make run` and every test
+//! target run before they build anything: on this machine's real tools, with one of them taken
+//! off `PATH` (a folder of links to every other program on it), it must stop naming exactly
+//! what is missing and the command that installs it, one line each; with everything present it
+//! passes. The engine it asks is the real one, and one that does not answer is named with the
+//! next step. And `make run` serves MCP on a stdout that carries nothing else.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -192,4 +193,62 @@ fn an_unknown_suite_is_a_usage_error() {
     let output = check("everything", None, &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).starts_with("usage: "));
+}
+
+#[test]
+fn make_run_serves_mcp_on_a_stdout_that_carries_nothing_else() {
+    use std::io::{BufRead, Write};
+    let mut command = Command::new("make");
+    // As a user types it: not as a sub-make of `make test` (which would announce its
+    // directory on stdout), and without the variables cargo sets for a test, which build
+    // scripts watch (ring's reruns on CARGO_MANIFEST_DIR, then the whole crate rebuilds).
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "MAKEFLAGS",
+            "MFLAGS",
+            "MAKELEVEL",
+            "MAKEOVERRIDES",
+            "OUT_DIR",
+            "CARGO",
+        ]
+        .contains(&&*name)
+            || name.starts_with("NEXTEST")
+            || (name.starts_with("CARGO_")
+                && !["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&&*name)
+                && !name.starts_with("CARGO_BUILD_"))
+        {
+            command.env_remove(&*name);
+        }
+    }
+    let mut run = command
+        .args(["run"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PYEXEC_POOL_SIZE", "0")
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("make runs");
+    let mut stdin = run.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"make-test","version":"0"}}}}}}"#
+    )
+    .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(run.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    drop(stdin);
+    let status = run.wait().unwrap();
+    let message: serde_json::Value = serde_json::from_str(&first)
+        .unwrap_or_else(|e| panic!("stdout's first line is not JSON-RPC ({e}): {first:?}"));
+    assert_eq!(message["id"], 1, "{message}");
+    assert_eq!(
+        message["result"]["serverInfo"]["name"], "mcp-python-executor",
+        "{message}"
+    );
+    assert!(status.success(), "make run ended with {status}");
 }
