@@ -414,6 +414,26 @@ async fn a_program_cannot_forge_its_status_with_anything_it_can_reach() {
 }
 
 #[tokio::test]
+async fn a_module_the_program_plants_in_tmp_never_runs_in_the_supervisor() {
+    let sandbox = sandbox();
+    let result = run(&sandbox, common::PLANTER).await;
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    assert_eq!(result.stdout, "own module: 42\n", "{result:?}");
+    assert!(!result.stderr.contains("HIJACKED"), "{}", result.stderr);
+    assert_eq!(
+        result
+            .returned
+            .files
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        ["result.txt"],
+        "the supervisor collected the file (and so imported json): {result:?}"
+    );
+    assert_still_serving(&sandbox).await;
+}
+
+#[tokio::test]
 async fn calls_share_no_uid_so_per_user_kernel_limits_are_not_shared() {
     let sandbox = sandbox_with(&["--timeout", "20"]);
     // Holds every inotify instance its uid may (up to 2,000, in two processes of 1,000 each,

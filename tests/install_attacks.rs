@@ -56,19 +56,31 @@ async fn a_pth_file_never_runs_during_an_install_and_runs_unprivileged_in_execut
 
     let result = run(
         &sandbox,
-        "import os\nprint(os.path.exists('/opt/venv/pth-ran'), os.access('/opt/venv', os.W_OK))",
+        "import os, pyexec_pth\nprint(os.path.exists('/opt/venv/pth-ran'), os.access('/opt/venv', os.W_OK))",
     )
     .await;
     assert_eq!(result.stdout, "False False\n", "{result:?}");
-    // In executions it runs, as the call's own uid, never as root or the installer.
-    let uid: u32 = result
+    // In executions it runs in the program's process (twice: Debian's Python 3.11 runs a
+    // venv's `.pth` files once for the venv and once for its prefix, as at any start), as the
+    // call's own uid: never as root or the installer, and never in the supervisor (pid 1),
+    // which holds the call's token.
+    let runs: Vec<(u32, u32)> = result
         .stderr
-        .split("PTH-RAN uid=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|uid| uid.parse().ok())
-        .unwrap_or_else(|| panic!("the hook did not run: {}", result.stderr));
-    assert!(common::is_call_uid(uid), "{uid}");
+        .split("PTH-RAN ")
+        .skip(1)
+        .map(|rest| {
+            let mut fields = rest
+                .split_whitespace()
+                .map(|f| f.split('=').nth(1).and_then(|v| v.parse().ok()).unwrap());
+            (fields.next().unwrap(), fields.next().unwrap())
+        })
+        .collect();
+    assert!(!runs.is_empty(), "the hook did not run: {}", result.stderr);
+    for &(uid, pid) in &runs {
+        assert!(common::is_call_uid(uid), "{uid}");
+        assert_ne!(pid, 1, "a .pth ran in the supervisor: {}", result.stderr);
+        assert_eq!(pid, runs[0].1, "one process: {}", result.stderr);
+    }
     common::assert_no_containers(&sandbox).await;
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{containers_of, is_call_uid, sandbox_with};
+use common::{PLANTER, containers_of, is_call_uid, sandbox_with};
 use mcp_python_executor::sandbox::{
     ExecutionRequest, Sandbox, SandboxError, SessionEnd, SessionOutcome,
 };
@@ -557,6 +557,29 @@ async fn a_program_forging_the_end_of_its_call_cannot_break_its_session() {
     }
     let last = call(&sandbox, &id, "print(kept)").await;
     assert_eq!(out(&last), "intact\n", "{last:?}");
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_planted_in_tmp_never_runs_in_a_sessions_supervisor() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    let planted = call(&sandbox, &id, PLANTER).await;
+    assert_eq!(out(&planted), "own module: 42\n", "{}", err(&planted));
+    // The next calls make the supervisor collect files and relay output again.
+    for round in 0..2 {
+        let next = call(
+            &sandbox,
+            &id,
+            &format!("open('/tmp/outputs/r{round}.txt', 'w').write('x')\nprint('round', {round})"),
+        )
+        .await;
+        assert_eq!(out(&next), format!("round {round}\n"), "{}", err(&next));
+        assert!(!err(&planted).contains("HIJACKED"), "{}", err(&planted));
+        assert!(!err(&next).contains("HIJACKED"), "{}", err(&next));
+        assert_eq!(next.result.returned.files.len(), 1, "{:?}", next.result);
+    }
     sandbox.close_session(&id, None).unwrap();
     assert_all_removed(&sandbox).await;
 }

@@ -125,8 +125,14 @@ pub fn container_spec(
         user: Some(format!("{uid}:{uid}")),
         // The runner is the container's init and keeps the deadline itself: no process the
         // program could ptrace (Docker's init, `timeout`) stands between it and the status.
+        // `-s -S -P`: nothing of the environment's packages (no `.pth`, no site-packages) and
+        // no folder the program can write (`-c` would put the working directory, /tmp, first
+        // on sys.path) reaches the supervisor's imports; the child runs `site` itself.
         entrypoint: Some(vec![
             VENV_PYTHON.to_string(),
+            "-s".to_string(),
+            "-S".to_string(),
+            "-P".to_string(),
             "-u".to_string(),
             "-c".to_string(),
             RUNNER.to_string(),
@@ -613,8 +619,12 @@ mod tests {
     fn the_program_has_its_own_deadline_and_cpu_budget() {
         let spec = spec();
         let entrypoint = spec.entrypoint.unwrap();
-        assert_eq!(entrypoint[..3], ["/opt/venv/bin/python3", "-u", "-c"]);
-        assert_eq!(entrypoint[4], "35", "the runner's own deadline");
+        assert_eq!(
+            entrypoint[..6],
+            ["/opt/venv/bin/python3", "-s", "-S", "-P", "-u", "-c"],
+            "the supervisor starts with no site and nothing writable on sys.path"
+        );
+        assert_eq!(entrypoint[7], "35", "the runner's own deadline");
         assert_eq!(spec.cmd, Some(vec![]), "the image's CMD is not appended");
         let ulimits = spec.host_config.unwrap().ulimits.unwrap();
         let cpu = ulimits

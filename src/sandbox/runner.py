@@ -1,5 +1,12 @@
 # The program every execution container starts, as its PID 1:
-#   /opt/venv/bin/python3 -u -c <this file> <deadline seconds>
+#   /opt/venv/bin/python3 -s -S -P -u -c <this file> <deadline seconds>
+#
+# The flags keep the environment's code out of the supervisor: no `site` (so no `.pth` file of
+# an installed package runs here, and site-packages is not on sys.path) and nothing the
+# program can write on sys.path (`-c` alone would put the working directory, /tmp, first, and
+# a /tmp/json.py would run here when the supervisor imports json). The child, the program's
+# process, runs `site` after the fork and puts the program's folder first, as `python3
+# main.py` would (`_as_a_program`).
 #
 # Two processes, so that the status and the end of the output are reported by something the
 # program cannot reach:
@@ -211,12 +218,23 @@ class _BackendFinder:
         exec(compile(_BACKEND, "<pyexec_figures>", "exec"), module.__dict__)
 
 
+def _as_a_program(folder):
+    """Gives the program's process what `python3 <folder>/main.py` would have: `site` (the
+    environment's site-packages, its `.pth` files, exit() and help()), run here and never in
+    the supervisor, and `folder` first on sys.path."""
+    import site
+
+    site.main()
+    sys.path.insert(0, folder)
+
+
 def _child(code_pipe, exit):
     """Runs the program; never returns."""
     import types
 
     _set_dumpable(1)  # the program's own process: its tools (/proc/self, debuggers) work
     _whole_write_streams()
+    _as_a_program("/tmp")
     # Take the copy-on-write faults of the fork now, while no call waits: a collection
     # touches every tracked object, a first compile the compiler's state. Without this the
     # program's first milliseconds pay for them.
@@ -241,7 +259,6 @@ def _child(code_pipe, exit):
     main.__builtins__ = __builtins__
     sys.modules["__main__"] = main
     sys.argv = [path]
-    sys.path[0] = os.path.dirname(path)
     status = 0
     try:
         code = compile(source, path, "exec")
@@ -348,13 +365,13 @@ def _session_child(call_pipe, done_pipe, exit):
     os.dup2(null, 0)
     os.close(null)
     _whole_write_streams()
+    _as_a_program("/tmp")
     if os.environ.get("MPLBACKEND") == "module://pyexec_figures":
         sys.meta_path.append(_BackendFinder)
     main = types.ModuleType("__main__")
     main.__builtins__ = __builtins__
     sys.modules["__main__"] = main
     sys.argv = [""]
-    sys.path[0] = "/tmp"
     in_call = [False]
 
     def interrupt(signum, frame):

@@ -297,3 +297,25 @@ pub fn exec_with_stdin(args: &[&str], code: &str, envs: &[(&str, &str)]) -> std:
         .unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// Plants, in the working directory (/tmp), a module of each name the supervisor imports once
+/// the program is running (json when files come back, and the rest it imports at all), each
+/// of which says so when any process but the program's own imports it; leaves a file in
+/// /tmp/outputs, so the supervisor collects files after the program; and checks that the
+/// program itself still imports a module it wrote next to its code, as `python3 main.py` would.
+pub const PLANTER: &str = r#"
+import os
+me = os.getpid()
+for name in ("json", "select", "time", "stat", "traceback", "io", "types", "gc", "atexit",
+             "linecache", "importlib", "_ctypes", "sitecustomize", "encodings", "errno"):
+    with open(f"/tmp/{name}.py", "w") as f:
+        f.write(f"import os\nif os.getpid() != {me}:\n"
+                f"    os.write(2, b'HIJACKED: {name} ran in pid %d\\n' % os.getpid())\n")
+with open("/tmp/helper_of_mine.py", "w") as f:
+    f.write("VALUE = 42\n")
+import helper_of_mine
+print("own module:", helper_of_mine.VALUE)
+os.makedirs("/tmp/outputs", exist_ok=True)
+with open("/tmp/outputs/result.txt", "w") as f:
+    f.write("a file, so the supervisor collects")
+"#;
