@@ -9,7 +9,7 @@ image=mcp-python-executor/base:latest
 rootfs=mcp-python-executor/rootfs:bookworm
 say() { echo "podman-up: $*" >&2; }
 
-command -v podman >/dev/null || { say "podman is not installed: apt-get install podman"; exit 1; }
+command -v podman >/dev/null || { say "podman is not installed: apt-get install podman catatonit"; exit 1; }
 answers() { curl -sf --unix-socket "$sock" http://d/_ping >/dev/null 2>&1; }
 if ! answers; then
   mkdir -p "$(dirname "$sock")"

@@ -8,7 +8,7 @@
 #                               3.10+ with venv, Node.js 20+ with npm
 #   tests/prereqs.sh engines    make test-engines: root, dockerd, openssl, iproute2, sshd, ssh
 #   tests/prereqs.sh gvisor     make test-gvisor: runsc registered with the engine
-#   tests/prereqs.sh podman     make test-podman: root, podman, curl
+#   tests/prereqs.sh podman     make test-podman: root, podman, catatonit, curl
 # (the last three with cargo-nextest, and the engine where they use it)
 #
 # Everything is printed on stderr: `make run`'s stdout is the MCP channel.
@@ -161,6 +161,9 @@ gvisor)
 podman)
   [ "$(id -u)" = 0 ] || missing "root (the suite runs rootful Podman)" "run it as root: sudo make test-podman"
   has podman || missing "podman" "install: apt-get install podman"
+  # Install containers ask for the engine's init; Podman's default init_path is catatonit.
+  [ -x /usr/libexec/podman/catatonit ] ||
+    missing "catatonit (Podman's init, which install containers use)" "install: apt-get install catatonit"
   has curl || missing "curl (asks Podman's socket whether it answers)" "install: apt-get install curl"
   has docker || missing "the docker CLI (copies the image into Podman)" "install: apt-get install docker.io"
   check_nextest
