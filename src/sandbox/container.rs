@@ -646,7 +646,7 @@ mod tests {
             Duration::from_secs(300),
             1_500_000_000,
         );
-        assert_eq!(spec.entrypoint.unwrap()[4], "335");
+        assert_eq!(spec.entrypoint.unwrap()[7], "335");
         let labels = spec.labels.unwrap();
         assert_eq!(labels[LABEL_DEADLINE], "1340");
         assert_eq!(labels[LABEL_WARM], "1");
