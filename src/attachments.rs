@@ -9,6 +9,8 @@
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use rmcp::model::{ContentBlock, Resource, ResourceContents};
@@ -18,9 +20,19 @@ use crate::sandbox::{FileKind, LeftOut, Returned, ReturnedFile};
 
 /// Longest side of an image sent to a model; larger ones are downscaled.
 pub const MAX_IMAGE_SIDE: u32 = 1568;
-/// Largest image decoded at all (either side), and most memory a decode may take.
-const DECODE_MAX_SIDE: u32 = 16_384;
-const DECODE_MAX_ALLOC: u64 = 256 << 20;
+/// Most pixels an image may declare and still be decoded (its header is read first, before
+/// anything is allocated for it): a 134-byte file can declare 16384 x 16384.
+const DECODE_MAX_PIXELS: u64 = 40_000_000;
+/// Most memory one decode may need, counted as its whole working set (a progressive JPEG
+/// keeps every coefficient besides its pixels; an animated GIF or WebP a canvas besides the
+/// frame), not just the pixels it hands back.
+const DECODE_MAX_BYTES: u64 = 192 << 20;
+/// Longest a call's images may take to decode, waiting for the decoder included; the images
+/// still waiting after it are left out.
+const RENDER_BUDGET: Duration = Duration::from_secs(20);
+/// One decode at a time in the whole server, whatever the number of calls answered at once:
+/// the memory images can take is then [`DECODE_MAX_BYTES`], not that times the callers.
+static DECODER: Mutex<()> = Mutex::new(());
 /// Longest "left out" line.
 const LEFT_OUT_MAX: usize = 2 << 10;
 
@@ -38,6 +50,7 @@ pub fn render(
     } = returned;
     let mut content = Vec::new();
     let mut images = 0;
+    let deadline = Instant::now() + RENDER_BUDGET;
     let mut text_budget = config.max_answer_bytes;
     for file in &files {
         let mime = mime_type(file);
@@ -52,21 +65,23 @@ pub fn render(
                 });
                 continue;
             }
-            match fit_image(&file.bytes, format, config.max_image_bytes) {
+            match fit_image(&file.bytes, format, config.max_image_bytes, deadline) {
                 Ok((bytes, mime)) => {
                     images += 1;
                     content.push(named_image(&bytes, mime, &file.name));
                     continue;
                 }
-                Err(why) if file.kind == FileKind::Figure => {
+                // A file named like an image that is not one: returned as the bytes it is.
+                Err(Unfit::NotAnImage(_)) if file.kind != FileKind::Figure => {}
+                // An image that cannot be sent (too large to decode, truncated, out of
+                // time) is named, not passed on as bytes nobody can look at.
+                Err(Unfit::NotAnImage(why) | Unfit::LeftOut(why)) => {
                     left_out.push(LeftOut {
                         name: file.name.clone(),
                         why,
                     });
                     continue;
                 }
-                // A file named like an image that is not one: returned as the bytes it is.
-                Err(_) => {}
             }
         }
         let uri = format!("file:///tmp/outputs/{}", percent_encode(&file.name));
@@ -168,62 +183,190 @@ fn is_text(mime: &str, text: &str) -> bool {
     (texty || mime == "application/octet-stream") && !text.contains('\0')
 }
 
-/// A decoder for `bytes` that refuses images over [`DECODE_MAX_SIDE`] or
-/// [`DECODE_MAX_ALLOC`] before it allocates for them.
-fn limited_reader(bytes: &[u8], format: image::ImageFormat) -> image::ImageReader<Cursor<&[u8]>> {
+/// Why an image is not sent as one.
+#[derive(Debug)]
+enum Unfit {
+    /// Its header does not read as the format its name says.
+    NotAnImage(String),
+    /// It is an image, but one that cannot be decoded within the limits, or whole.
+    LeftOut(String),
+}
+
+/// What an image's header says, read without decoding anything.
+struct Header {
+    width: u32,
+    height: u32,
+    /// Most bytes the decoder takes for it, everything it holds at once counted.
+    working_set: u64,
+}
+
+impl Header {
+    fn pixels(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+}
+
+/// The image's dimensions and the memory decoding it takes, from its header alone.
+fn header(bytes: &[u8], format: image::ImageFormat) -> Result<Header, String> {
+    use image::ImageDecoder;
+    if format == image::ImageFormat::Jpeg {
+        let mut decoder = jpeg_decoder(bytes);
+        decoder.decode_headers().map_err(|e| e.to_string())?;
+        let info = decoder.info().ok_or("no JPEG header")?;
+        let (width, height) = (u32::from(info.width), u32::from(info.height));
+        let pixels = u64::from(width) * u64::from(height);
+        let out = pixels * jpeg_output(&decoder).num_components() as u64;
+        // A progressive JPEG holds every coefficient (two bytes a sample, each component at
+        // full size, its blocks padded to a whole MCU) until its last scan, then the pixels.
+        let coefficients = if info.sof.is_progressive() {
+            u64::from(width.div_ceil(16) * 16)
+                * u64::from(height.div_ceil(16) * 16)
+                * u64::from(info.components)
+                * 2
+        } else {
+            0
+        };
+        return Ok(Header {
+            width,
+            height,
+            working_set: out + coefficients,
+        });
+    }
+    let decoder = image::ImageReader::with_format(Cursor::new(bytes), format)
+        .into_decoder()
+        .map_err(|e| e.to_string())?;
+    let (width, height) = decoder.dimensions();
+    let out = decoder.total_bytes();
+    // GIF and WebP compose frames onto a canvas of their own, besides the pixels returned.
+    let canvas = match format {
+        image::ImageFormat::Gif | image::ImageFormat::WebP => {
+            u64::from(width) * u64::from(height) * 4
+        }
+        _ => 0,
+    };
+    Ok(Header {
+        width,
+        height,
+        working_set: out.saturating_add(canvas),
+    })
+}
+
+/// A JPEG decoder that refuses to make up what is not in the file: a truncated or corrupt
+/// scan is an error, not an image padded with grey.
+fn jpeg_decoder(bytes: &[u8]) -> zune_jpeg::JpegDecoder<zune_core::bytestream::ZCursor<&[u8]>> {
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(u16::MAX.into())
+        .set_max_height(u16::MAX.into());
+    zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), options)
+}
+
+/// The colour space a JPEG is decoded to: grey stays grey, everything else becomes RGB.
+fn jpeg_output<T: zune_core::bytestream::ZByteReaderTrait>(
+    decoder: &zune_jpeg::JpegDecoder<T>,
+) -> zune_core::colorspace::ColorSpace {
+    use zune_core::colorspace::ColorSpace;
+    match decoder.input_colorspace() {
+        Some(ColorSpace::Luma) => ColorSpace::Luma,
+        _ => ColorSpace::RGB,
+    }
+}
+
+/// The whole image, decoded strictly, under [`DECODE_MAX_BYTES`] as a last line.
+fn decode(bytes: &[u8], format: image::ImageFormat) -> Result<image::DynamicImage, String> {
+    if format == image::ImageFormat::Jpeg {
+        let mut decoder = jpeg_decoder(bytes);
+        decoder.decode_headers().map_err(|e| e.to_string())?;
+        let colorspace = jpeg_output(&decoder);
+        decoder.set_options(decoder.options().jpeg_set_out_colorspace(colorspace));
+        let info = decoder.info().ok_or("no JPEG header")?;
+        let (width, height) = (u32::from(info.width), u32::from(info.height));
+        let pixels = decoder.decode().map_err(|e| e.to_string())?;
+        let image = match colorspace {
+            zune_core::colorspace::ColorSpace::Luma => {
+                image::GrayImage::from_raw(width, height, pixels).map(image::DynamicImage::from)
+            }
+            _ => image::RgbImage::from_raw(width, height, pixels).map(image::DynamicImage::from),
+        };
+        return image.ok_or_else(|| "the decoder returned fewer pixels than declared".to_string());
+    }
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(DECODE_MAX_SIDE);
-    limits.max_image_height = Some(DECODE_MAX_SIDE);
-    limits.max_alloc = Some(DECODE_MAX_ALLOC);
+    limits.max_alloc = Some(DECODE_MAX_BYTES);
     reader.limits(limits);
-    reader
+    reader.decode().map_err(|e| e.to_string())
 }
 
 /// Whether the bytes start like an image of `format` (its header is read, nothing decoded).
 fn is_image(bytes: &[u8], format: image::ImageFormat) -> bool {
-    limited_reader(bytes, format).into_dimensions().is_ok()
+    header(bytes, format).is_ok()
 }
 
-/// The image as sent: unchanged when it already fits, else decoded (under limits),
-/// downscaled to [`MAX_IMAGE_SIDE`] and re-encoded (PNG, else JPEG, smaller until it fits).
+/// The image as sent: unchanged when it already fits, else decoded (within the limits, one
+/// decode at a time, before `deadline`), downscaled to [`MAX_IMAGE_SIDE`] and re-encoded
+/// (PNG, else JPEG, smaller until it fits).
 fn fit_image(
     bytes: &[u8],
     format: image::ImageFormat,
     max_bytes: usize,
-) -> Result<(Vec<u8>, &'static str), String> {
-    let (width, height) = limited_reader(bytes, format)
-        .into_dimensions()
-        .map_err(|e| format!("not a readable image: {e}"))?;
+    deadline: Instant,
+) -> Result<(Vec<u8>, &'static str), Unfit> {
+    let header = header(bytes, format)
+        .map_err(|e| Unfit::NotAnImage(format!("not a readable image: {e}")))?;
+    let (width, height) = (header.width, header.height);
     if width <= MAX_IMAGE_SIDE && height <= MAX_IMAGE_SIDE && bytes.len() <= max_bytes {
         return Ok((bytes.to_vec(), format.to_mime_type()));
     }
-    let decoded = limited_reader(bytes, format)
-        .decode()
-        .map_err(|e| format!("not a readable image: {e}"))?;
+    if header.pixels() > DECODE_MAX_PIXELS {
+        return Err(Unfit::LeftOut(format!(
+            "{width}x{height} pixels, over the {} million an image may have to be decoded",
+            DECODE_MAX_PIXELS / 1_000_000
+        )));
+    }
+    if header.working_set > DECODE_MAX_BYTES {
+        return Err(Unfit::LeftOut(format!(
+            "{width}x{height} pixels would take {} MiB to decode, over the {} MiB allowed",
+            header.working_set.div_ceil(1 << 20),
+            DECODE_MAX_BYTES >> 20
+        )));
+    }
+    let decoded = {
+        let _turn = DECODER
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if Instant::now() >= deadline {
+            return Err(Unfit::LeftOut(format!(
+                "not decoded: the call's images took over {} s",
+                RENDER_BUDGET.as_secs()
+            )));
+        }
+        decode(bytes, format).map_err(|e| Unfit::LeftOut(format!("not decoded whole: {e}")))?
+    };
     let mut side = MAX_IMAGE_SIDE.min(width.max(height));
     loop {
+        // `thumbnail` averages into the smaller image directly; `resize` would first build
+        // a float copy as tall as the original (hundreds of MiB for a large one).
         let scaled = if width.max(height) > side {
-            decoded.resize(side, side, image::imageops::FilterType::Triangle)
+            decoded.thumbnail(side, side)
         } else {
             decoded.clone()
         };
         let mut png = Vec::new();
         scaled
             .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-            .map_err(|e| format!("could not be re-encoded: {e}"))?;
+            .map_err(|e| Unfit::LeftOut(format!("could not be re-encoded: {e}")))?;
         if png.len() <= max_bytes {
             return Ok((png, "image/png"));
         }
         let mut jpeg = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
             .encode_image(&scaled.to_rgb8())
-            .map_err(|e| format!("could not be re-encoded: {e}"))?;
+            .map_err(|e| Unfit::LeftOut(format!("could not be re-encoded: {e}")))?;
         if jpeg.len() <= max_bytes {
             return Ok((jpeg, "image/jpeg"));
         }
         if side <= 64 {
-            return Err("could not be made small enough".to_string());
+            return Err(Unfit::LeftOut("could not be made small enough".to_string()));
         }
         side = side * 7 / 10;
     }
@@ -416,10 +559,10 @@ mod tests {
     #[test]
     fn a_big_image_is_downscaled_and_a_small_one_kept_as_it_is() {
         let small = png(10, 10);
-        let (bytes, mime) = fit_image(&small, image::ImageFormat::Png, 1 << 20).unwrap();
+        let (bytes, mime) = fit_image(&small, image::ImageFormat::Png, 1 << 20, later()).unwrap();
         assert_eq!((bytes, mime), (small, "image/png"));
         let big = png(3000, 1000);
-        let (bytes, _) = fit_image(&big, image::ImageFormat::Png, 1 << 20).unwrap();
+        let (bytes, _) = fit_image(&big, image::ImageFormat::Png, 1 << 20, later()).unwrap();
         let (width, height) = image::load_from_memory(&bytes)
             .unwrap()
             .into_rgb8()
@@ -427,17 +570,164 @@ mod tests {
         assert_eq!((width, height), (MAX_IMAGE_SIDE, 523));
         assert!(bytes.len() <= 1 << 20);
         // A byte limit smaller than the PNG forces JPEG or a smaller size.
-        let (bytes, _) = fit_image(&big, image::ImageFormat::Png, 100 << 10).unwrap();
+        let (bytes, _) = fit_image(&big, image::ImageFormat::Png, 100 << 10, later()).unwrap();
         assert!(bytes.len() <= 100 << 10);
     }
 
+    fn later() -> Instant {
+        Instant::now() + RENDER_BUDGET
+    }
+
+    fn left_out(result: Result<(Vec<u8>, &'static str), Unfit>) -> String {
+        match result {
+            Err(Unfit::LeftOut(why)) => why,
+            other => panic!(
+                "expected the image left out, got {:?}",
+                other.map(|(_, m)| m)
+            ),
+        }
+    }
+
+    /// A JPEG's headers up to its first scan: SOF `sof` (0xC0 baseline, 0xC2 progressive)
+    /// of `width` x `height` with `components`, one quantisation table, one DC and one AC table, and the
+    /// first bytes of a scan that ends there, as a 134-byte bomb does.
+    fn jpeg_headers(sof: u8, width: u16, height: u16, components: u8) -> Vec<u8> {
+        let mut jpeg = vec![0xFF, 0xD8];
+        jpeg.extend([0xFF, 0xDB, 0x00, 0x43, 0x00]);
+        jpeg.extend([1u8; 64]);
+        let sof_length = 8 + 3 * u16::from(components);
+        jpeg.extend([0xFF, sof]);
+        jpeg.extend(sof_length.to_be_bytes());
+        jpeg.push(8);
+        jpeg.extend(height.to_be_bytes());
+        jpeg.extend(width.to_be_bytes());
+        jpeg.push(components);
+        for id in 1..=components {
+            jpeg.extend([id, 0x11, 0x00]);
+        }
+        jpeg.extend([0xFF, 0xC4, 0x00, 0x14, 0x00, 0x01]);
+        jpeg.extend([0u8; 15]);
+        jpeg.push(0x00);
+        jpeg.extend([0xFF, 0xC4, 0x00, 0x14, 0x10, 0x01]);
+        jpeg.extend([0u8; 15]);
+        jpeg.push(0x00);
+        let sos_length = 6 + 2 * u16::from(components);
+        jpeg.extend([0xFF, 0xDA]);
+        jpeg.extend(sos_length.to_be_bytes());
+        jpeg.push(components);
+        for id in 1..=components {
+            jpeg.extend([id, 0x00]);
+        }
+        jpeg.extend([0x00, 0x00, 0x00]);
+        jpeg.extend([0u8; 8]);
+        jpeg
+    }
+
+    fn encoded(format: image::ImageFormat, width: u32, height: u32) -> Vec<u8> {
+        // Noise, so that no format can shrink it to nothing and a cut loses real data.
+        let mut state = 0x2545_F491_u32;
+        let image = image::RgbaImage::from_fn(width, height, |_, _| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            image::Rgba([state as u8, (state >> 8) as u8, (state >> 16) as u8, 255])
+        });
+        let mut bytes = Vec::new();
+        let image = image::DynamicImage::from(image);
+        let image = if format == image::ImageFormat::Jpeg {
+            image::DynamicImage::from(image.to_rgb8())
+        } else {
+            image
+        };
+        image
+            .write_to(&mut Cursor::new(&mut bytes), format)
+            .unwrap();
+        bytes
+    }
+
     #[test]
-    fn an_image_bomb_is_refused_before_it_is_decoded() {
+    fn an_image_bomb_is_refused_from_its_header_before_anything_is_allocated() {
         // A PNG header claiming 100000 x 100000 pixels.
         let mut bomb = png(1, 1);
         bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
         bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
-        assert!(fit_image(&bomb, image::ImageFormat::Png, 1 << 20).is_err());
+        assert!(fit_image(&bomb, image::ImageFormat::Png, 1 << 20, later()).is_err());
+        // The JPEG of the report: grey, progressive, 16384 x 16384, 256 MiB of pixels
+        // exactly (what the old limit let through) and 512 MiB of coefficients besides.
+        let bomb = jpeg_headers(0xC2, 16384, 16384, 1);
+        assert!(bomb.len() < 150, "{}", bomb.len());
+        let why = left_out(fit_image(&bomb, image::ImageFormat::Jpeg, 1 << 20, later()));
+        assert!(
+            why.contains("16384x16384 pixels, over the 40 million"),
+            "{why}"
+        );
+        // Under the pixel limit, but progressive: its coefficients count.
+        let progressive = jpeg_headers(0xC2, 6000, 6000, 3);
+        let why = left_out(fit_image(
+            &progressive,
+            image::ImageFormat::Jpeg,
+            1 << 20,
+            later(),
+        ));
+        assert!(why.contains("MiB to decode, over the 192 MiB"), "{why}");
+        // The same size, baseline: within the limits, so decoded, and found truncated.
+        let baseline = jpeg_headers(0xC0, 6000, 6000, 3);
+        let why = left_out(fit_image(
+            &baseline,
+            image::ImageFormat::Jpeg,
+            1 << 20,
+            later(),
+        ));
+        assert!(why.starts_with("not decoded whole"), "{why}");
+    }
+
+    #[test]
+    fn a_truncated_image_is_left_out_not_decoded_as_far_as_it_goes() {
+        for format in [
+            image::ImageFormat::Png,
+            image::ImageFormat::Jpeg,
+            image::ImageFormat::Gif,
+            image::ImageFormat::WebP,
+        ] {
+            let whole = encoded(format, 1700, 300);
+            let (sent, _) = fit_image(&whole, format, 1 << 20, later())
+                .unwrap_or_else(|e| panic!("{format:?} whole: {e:?}"));
+            assert!(sent.len() <= 1 << 20);
+            let cut = &whole[..whole.len() * 6 / 10];
+            let why = left_out(fit_image(cut, format, 1 << 20, later()));
+            assert!(why.starts_with("not decoded whole"), "{format:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn past_the_calls_rendering_budget_an_image_is_left_out_undecoded() {
+        let big = png(3000, 1000);
+        let why = left_out(fit_image(
+            &big,
+            image::ImageFormat::Png,
+            1 << 20,
+            Instant::now(),
+        ));
+        assert!(why.contains("took over 20 s"), "{why}");
+        // One that needs no decoding is still sent.
+        let small = png(10, 10);
+        assert!(fit_image(&small, image::ImageFormat::Png, 1 << 20, Instant::now()).is_ok());
+    }
+
+    #[test]
+    fn an_image_file_that_cannot_be_sent_is_named_as_left_out_not_sent_as_bytes() {
+        let returned = Returned {
+            files: vec![file("bomb.jpg", &jpeg_headers(0xC2, 16384, 16384, 1))],
+            left_out: vec![],
+        };
+        let content = render(returned, ("", ""), &config());
+        let json = serde_json::to_value(&content).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), 1, "{json:#}");
+        let line = json[0]["text"].as_str().unwrap();
+        assert!(
+            line.starts_with("Left out: bomb.jpg (16384x16384 pixels"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What comes back besides text, through the built binary over MCP as a client sees it:
 //! matplotlib figures as images, files from /tmp/outputs as resources within the limits,
 //! hostile files (links, FIFOs, odd names) never followed, `--output-dir` keeping to the
-//! call's own folder, `--workspace` read-only, and answers sized for a model.
+//! call's own folder, `--workspace` read-only, answers sized for a model, and image bombs
+//! left out and named while the server's memory stays bounded.
 //!
 //! Matplotlib comes from the package index (through the proxy, with PIP_CERT) into one shared
 //! environment tag, installed by the first test that needs it and found present afterwards.
@@ -441,4 +442,116 @@ fn a_workspace_that_exposes_the_host_is_refused_at_start() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(why), "{dir}: {stderr}");
     }
+}
+
+/// Writes image bombs to /tmp/outputs: each a few hundred bytes (or a few hundred KiB of
+/// zeros) that declare far more pixels than their size, or stop halfway. Those of the red-team
+/// report (a 134-byte progressive grey JPEG of 16384 x 16384, eight times over), and their PNG,
+/// GIF and WebP equivalents, plus the costliest ones still under the limits: a truncated
+/// baseline JPEG and a truncated PNG of 6000 x 6000.
+const IMAGE_BOMBS: &str = r#"
+import struct, zlib
+
+def jpeg(sof, width, height, components):
+    out = b'\xff\xd8' + b'\xff\xdb\x00\x43\x00' + b'\x01' * 64
+    out += b'\xff' + bytes([sof]) + struct.pack('>HBHHB', 8 + 3 * components, 8, height, width, components)
+    out += b''.join(bytes([i, 0x11, 0]) for i in range(1, components + 1))
+    out += b'\xff\xc4\x00\x14\x00\x01' + b'\x00' * 16
+    out += b'\xff\xc4\x00\x14\x10\x01' + b'\x00' * 16
+    out += b'\xff\xda' + struct.pack('>HB', 6 + 2 * components, components)
+    out += b''.join(bytes([i, 0]) for i in range(1, components + 1))
+    return out + b'\x00' * 11
+
+def chunk(kind, data):
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+def png(side, cut=False):
+    packer = zlib.compressobj(9)
+    row = bytes(side + 1)
+    data = b''.join(packer.compress(row) for _ in range(side)) + packer.flush()
+    if cut:
+        data = data[: len(data) // 2]
+    head = chunk(b'IHDR', struct.pack('>IIBBBBB', side, side, 8, 0, 0, 0, 0))
+    return b'\x89PNG\r\n\x1a\n' + head + chunk(b'IDAT', data) + (b'' if cut else chunk(b'IEND', b''))
+
+gif = (b'GIF89a' + struct.pack('<HHBBB', 8192, 8192, 0x80, 0, 0) + b'\x00\x00\x00\xff\xff\xff'
+       + b'\x2c' + struct.pack('<HHHHB', 0, 0, 8192, 8192, 0) + b'\x02\x02\x4c\x01')
+bits = 8191 | 8191 << 14
+vp8l = b'\x2f' + struct.pack('<I', bits) + b'\x00' * 16
+webp = b'RIFF' + struct.pack('<I', 4 + 8 + len(vp8l)) + b'WEBP' + b'VP8L' + struct.pack('<I', len(vp8l)) + vp8l
+
+bombs = {
+    'report-1.jpg': jpeg(0xC2, 16384, 16384, 1),
+    'report-2.jpg': jpeg(0xC2, 16384, 16384, 1),
+    'progressive.jpg': jpeg(0xC2, 6000, 6000, 3),
+    'baseline-cut.jpg': jpeg(0xC0, 6000, 6000, 3),
+    'zeros.png': png(16384),
+    'zeros-cut.png': png(6000, cut=True),
+    'screen.gif': gif,
+    'lossless.webp': webp,
+}
+for name, data in bombs.items():
+    open('/tmp/outputs/' + name, 'wb').write(data)
+print(len(bombs), 'bombs', max(map(len, bombs.values())), 'bytes at most')
+"#;
+
+/// The most memory the process has held (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server alive");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib / 1024
+}
+
+/// Every bomb is named in the `Left out:` line, none sent as an image or as bytes.
+fn assert_bombs_left_out(result: &CallToolResult) {
+    assert_eq!(result.is_error, Some(false), "{:?}", texts(result));
+    assert!(texts(result)[0].contains("8 bombs"), "{:?}", texts(result));
+    assert!(images(result).is_empty(), "no bomb sent as an image");
+    assert!(resources(result).is_empty(), "no bomb sent as bytes");
+    let line = left_out_line(result).expect("a left-out line");
+    for name in [
+        "report-1.jpg (16384x16384 pixels, over the 40 million",
+        "report-2.jpg (16384x16384 pixels",
+        "progressive.jpg (6000x6000 pixels would take",
+        "baseline-cut.jpg (not decoded whole",
+        "zeros.png (16384x16384 pixels",
+        "zeros-cut.png (not decoded whole",
+        "screen.gif (8192x8192 pixels",
+        "lossless.webp (8192x8192 pixels",
+    ] {
+        assert!(line.contains(name), "{name} in: {line}");
+    }
+}
+
+#[tokio::test]
+async fn image_bombs_are_left_out_named_and_the_servers_memory_stays_bounded() {
+    let command = tokio::process::Command::new(BINARY).configure(|cmd| {
+        cmd.env("PYEXEC_POOL_SIZE", "0")
+            .env("PYEXEC_CONCURRENCY", "4")
+            .stderr(std::process::Stdio::null());
+    });
+    let transport = TokioChildProcess::new(command).expect("server starts");
+    let pid = transport.id().expect("the server's pid");
+    let client = ().serve(transport).await.expect("MCP handshake");
+    let before = peak_rss_mib(pid);
+
+    let result = call(&client, IMAGE_BOMBS).await;
+    assert_bombs_left_out(&result);
+    let one = peak_rss_mib(pid);
+    // The report measured 787 MiB for the two JPEGs' six siblings alone.
+    assert!(one < 300, "one call's bombs: peak {before} -> {one} MiB");
+
+    let calls = futures::future::join_all((0..4).map(|_| call(&client, IMAGE_BOMBS))).await;
+    for result in &calls {
+        assert_bombs_left_out(result);
+    }
+    let four = peak_rss_mib(pid);
+    assert!(four < 500, "four calls at once: peak {one} -> {four} MiB");
+    eprintln!("server peak RSS: {before} MiB at start, {one} after one call, {four} after four");
+    client.cancel().await.unwrap();
 }
