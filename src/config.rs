@@ -68,6 +68,12 @@ pub struct SandboxArgs {
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub max_queue: u64,
 
+    /// Bytes of code and input the waiting calls may hold together (1m-64g); a call that
+    /// would pass it is answered busy at once (a call alone in the queue always waits)
+    #[arg(long, global = true, env = "PYEXEC_MAX_QUEUE_BYTES", default_value = "64m",
+          value_parser = queue_size)]
+    pub max_queue_bytes: u64,
+
     /// Containers kept started ahead of time, each waiting for one call (0-64; 0 = none)
     #[arg(long, global = true, env = "PYEXEC_POOL_SIZE", default_value_t = 2,
           value_parser = clap::value_parser!(u64).range(0..=64))]
@@ -268,6 +274,18 @@ pub struct HttpArgs {
     #[arg(long, global = true, env = "PYEXEC_HTTP_SESSION_IDLE", default_value_t = 1800,
           value_parser = clap::value_parser!(u64).range(60..=86400))]
     pub http_session_idle: u64,
+
+    /// Open HTTP connections in all, before authentication (lowered to fit the open-files
+    /// limit); beyond it a connection is answered 503 and closed
+    #[arg(long, global = true, env = "PYEXEC_HTTP_MAX_CONNECTIONS", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub http_max_connections: u64,
+
+    /// Open HTTP connections from one address (an IPv6 /64 counts as one); behind a reverse
+    /// proxy every client is the proxy's address, so raise it there
+    #[arg(long, global = true, env = "PYEXEC_HTTP_MAX_CONNECTIONS_PER_PEER",
+          default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub http_max_connections_per_peer: u64,
 }
 
 impl HttpArgs {
@@ -328,6 +346,10 @@ impl HttpArgs {
             allowed_origins: origins,
             allowed_hosts: hosts,
             session_idle: Duration::from_secs(self.http_session_idle),
+            connections: crate::listener::ConnectionLimits {
+                max_open: self.http_max_connections as usize,
+                max_per_peer: self.http_max_connections_per_peer as usize,
+            },
             // A request is the code and input plus JSON framing and escaping.
             max_body: max_input * 2 + (64 << 10),
         }))
@@ -603,6 +625,8 @@ pub struct SandboxConfig {
     pub concurrency: usize,
     /// Calls allowed to wait for a slot.
     pub max_queue: usize,
+    /// Bytes of code and input waiting calls may hold together.
+    pub max_queue_bytes: usize,
     /// Per-container limits.
     pub limits: Limits,
     /// The warm pool.
@@ -652,6 +676,7 @@ impl SandboxArgs {
             runtime: self.runtime.clone().filter(|r| !r.trim().is_empty()),
             concurrency,
             max_queue: self.max_queue as usize,
+            max_queue_bytes: self.max_queue_bytes as usize,
             limits: Limits {
                 timeout: Duration::from_secs(self.timeout),
                 memory_bytes: self.memory as i64,
@@ -824,6 +849,10 @@ fn input_size(text: &str) -> Result<u64, String> {
     // The stdio channel refuses lines over 16 MiB (`stdio::MAX_LINE`), and a request carries
     // JSON escaping on top of the code, so a larger limit could never be reached.
     size_in(text, 1 << 10, 12 << 20, "1k", "12m")
+}
+
+fn queue_size(text: &str) -> Result<u64, String> {
+    size_in(text, 1 << 20, 64 << 30, "1m", "64g")
 }
 
 fn store_size(text: &str) -> Result<u64, String> {

@@ -1,6 +1,7 @@
 //! MCP over Streamable HTTP for a team: rmcp's `StreamableHttpService` at `/mcp` behind
 //! bearer-token authentication, `Origin` and `Host` checks and a body limit, plus `/healthz`
-//! (open) and `/metrics` (behind the token).
+//! (open) and `/metrics` (behind the token). Connections are accepted by [`crate::listener`],
+//! which bounds them before authentication.
 //!
 //! Every session gets its own `PythonExecutor` (its own log level) over the one shared
 //! [`Sandbox`] and [`Environment`]: all clients share the concurrency limit, the queue and
@@ -21,6 +22,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::image::Environment;
+use crate::intake::{BODY_TIMEOUT, Intake, MAX_REQUEST_VALUES, Refused, check_values, request_id};
 use crate::sandbox::Sandbox;
 use crate::server::PythonExecutor;
 
@@ -96,6 +98,8 @@ pub struct HttpSettings {
     pub allowed_hosts: Vec<String>,
     pub session_idle: Duration,
     pub max_body: usize,
+    /// The caps on open connections, before any fitting to the descriptor limit.
+    pub connections: crate::listener::ConnectionLimits,
 }
 
 /// Reads a tokens file.
@@ -153,9 +157,14 @@ pub async fn run(
         )
     };
     let auth = settings.tokens.clone();
+    let intake = (
+        Intake::for_bodies_up_to(settings.max_body),
+        settings.max_body,
+    );
     let router = axum::Router::new()
         .nest_service("/mcp", service)
         .route("/metrics", axum::routing::get(metrics))
+        .layer(axum::middleware::from_fn_with_state(intake, bounded_intake))
         .layer(axum::middleware::from_fn_with_state(auth, require_token))
         .route("/healthz", axum::routing::get(healthz))
         .with_state(sandbox.clone());
@@ -163,14 +172,32 @@ pub async fn run(
         tokio::spawn(reload_on_sighup(tokens, file));
     }
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, auth = settings.tokens.is_some(), "serving MCP on HTTP at /mcp");
-    let stopping = stop.clone();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.cancel();
-        })
-        .await?;
+    let open_files = crate::listener::raise_open_files_limit();
+    let limits = settings.connections.fitted_to(open_files);
+    if limits.max_open < settings.connections.max_open {
+        tracing::warn!(
+            wanted = settings.connections.max_open,
+            allowed = limits.max_open,
+            open_files,
+            "--http-max-connections lowered to fit the open-files limit (raise it with ulimit -n)"
+        );
+    }
+    tracing::info!(
+        %addr,
+        auth = settings.tokens.is_some(),
+        max_connections = limits.max_open,
+        max_per_peer = limits.max_per_peer,
+        "serving MCP on HTTP at /mcp"
+    );
+    crate::listener::serve(
+        listener,
+        router,
+        limits,
+        sandbox.metrics().clone(),
+        shutdown,
+        move || stop.cancel(),
+    )
+    .await;
     Ok(())
 }
 
@@ -213,6 +240,74 @@ async fn require_token(
             .into_response();
     }
     next.run(request).await
+}
+
+/// Reads a POST body under the shared byte budget and within [`BODY_TIMEOUT`], refuses one
+/// over `max_body` (413) or with more values than a request may hold (a JSON-RPC error, 400),
+/// and keeps the body's share of the budget until rmcp has taken the message: only so many
+/// bodies are parsed at once, however many token holders send them.
+async fn bounded_intake(
+    State((intake, max_body)): State<(Intake, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is over {max_body} bytes (twice --max-input, plus framing)\n"
+            ),
+        )
+            .into_response()
+    };
+    if declared.is_some_and(|size| size > max_body) {
+        return too_large();
+    }
+    let share = intake.room_for(declared.unwrap_or(max_body)).await;
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, max_body)).await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s\n",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+                .into_response();
+        }
+    };
+    if let Err(refused @ Refused::TooManyValues) = check_values(&bytes, MAX_REQUEST_VALUES) {
+        let id = request_id(&bytes[..bytes.len().min(64 << 10)]);
+        tracing::warn!(?id, "{refused}");
+        let reply = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": -32600, "message": refused.to_string()},
+        });
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/json")],
+            reply.to_string(),
+        )
+            .into_response();
+    }
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    drop(share);
+    response
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

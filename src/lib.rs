@@ -5,6 +5,10 @@
 //! - [`config`]: every setting (flag, `PYEXEC_*` variable, default, range) and its validation.
 //! - [`stdio`]: the line gateway between the client's pipes and rmcp: bad requests get answers.
 //! - [`http`]: MCP over Streamable HTTP with bearer tokens, Origin/Host checks, `/healthz`.
+//! - [`intake`]: what a request may cost before rmcp parses it (values counted, bodies
+//!   read under a shared byte budget), at both transports' edge.
+//! - [`listener`]: HTTP's accept loop: connection caps, header timeout, descriptor limit,
+//!   all before authentication.
 //! - [`server`]: the MCP tools: argument structs, descriptions, results as MCP content.
 //! - [`serving`]: what runs while serving (pool, reaper, preinstall) and the stdio and HTTP
 //!   entry points, each taking a shutdown future.
@@ -45,6 +49,8 @@ pub mod docker;
 pub mod doctor;
 pub mod http;
 pub mod image;
+pub mod intake;
+pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod packages;

@@ -1,7 +1,8 @@
 //! Counters an operator watches, kept with atomics on the call path and rendered in the
 //! Prometheus text format for `GET /metrics`: executions by outcome and their durations,
-//! warm-pool hits and misses, installs by outcome, containers the reaper removed. Gauges
-//! (queue depth, busy slots, warm containers) are read from the sandbox when rendered.
+//! warm-pool hits and misses, installs by outcome, containers the reaper removed, HTTP
+//! connections open and refused. Gauges (queue depth, busy slots, warm containers) are read
+//! from the sandbox when rendered.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,15 @@ const OUTCOMES: [(Outcome, &str); 5] = [
     (Outcome::Cancelled, "cancelled"),
 ];
 
+/// Which cap refused an HTTP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The open connections in all.
+    OpenLimit,
+    /// The open connections from the peer's address.
+    PeerLimit,
+}
+
 /// Upper bounds of the duration histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
 
@@ -39,11 +49,15 @@ pub struct Metrics {
     installs_ok: AtomicU64,
     installs_failed: AtomicU64,
     reaped: AtomicU64,
+    http_open: AtomicU64,
+    http_refused_open: AtomicU64,
+    http_refused_peer: AtomicU64,
 }
 
 /// The gauges, read when rendering.
 pub struct Gauges {
     pub queue_depth: usize,
+    pub queue_bytes: usize,
     pub busy_slots: usize,
     pub warm_containers: usize,
     pub sessions_open: usize,
@@ -90,6 +104,20 @@ impl Metrics {
         self.reaped.fetch_add(count as u64, Ordering::Relaxed);
     }
 
+    /// The HTTP connections open now.
+    pub fn http_open(&self, open: usize) {
+        self.http_open.store(open as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one HTTP connection refused by a cap.
+    pub fn http_refused(&self, why: Refused) {
+        let counter = match why {
+            Refused::OpenLimit => &self.http_refused_open,
+            Refused::PeerLimit => &self.http_refused_peer,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition of everything.
     pub fn render(&self, gauges: &Gauges) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -132,8 +160,14 @@ impl Metrics {
         gauge(
             &mut out,
             "pyexec_queue_depth",
-            "Calls waiting for a slot.",
+            "Calls waiting for their turn (a slot, a session's running call, the preinstall).",
             gauges.queue_depth,
+        );
+        gauge(
+            &mut out,
+            "pyexec_queue_bytes",
+            "Bytes of code and input the waiting calls hold.",
+            gauges.queue_bytes,
         );
         gauge(
             &mut out,
@@ -152,6 +186,12 @@ impl Metrics {
             "pyexec_sessions_open",
             "Sessions open (create_session), each one container.",
             gauges.sessions_open,
+        );
+        gauge(
+            &mut out,
+            "pyexec_http_connections_open",
+            "HTTP connections open (0 on stdio).",
+            get(&self.http_open) as usize,
         );
         let counter = |out: &mut String, name: &str, help: &str, labels: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -183,6 +223,15 @@ impl Metrics {
             "Containers of dead servers the reaper removed.",
             &[("", get(&self.reaped))],
         );
+        counter(
+            &mut out,
+            "pyexec_http_connections_refused_total",
+            "HTTP connections answered 503 and closed at accept, by the cap that refused them.",
+            &[
+                ("{cap=\"open\"}", get(&self.http_refused_open)),
+                ("{cap=\"peer\"}", get(&self.http_refused_peer)),
+            ],
+        );
         out
     }
 }
@@ -200,8 +249,11 @@ mod tests {
         metrics.pool(true);
         metrics.install(false);
         metrics.reaped(2);
+        metrics.http_refused(Refused::PeerLimit);
+        metrics.http_open(5);
         let text = metrics.render(&Gauges {
             queue_depth: 1,
+            queue_bytes: 4096,
             busy_slots: 2,
             warm_containers: 3,
             sessions_open: 1,
@@ -218,5 +270,9 @@ mod tests {
         assert!(text.contains("pyexec_pool_takes_total{result=\"hit\"} 1\n"));
         assert!(text.contains("pyexec_installs_total{outcome=\"error\"} 1\n"));
         assert!(text.contains("pyexec_reaped_containers_total 2\n"));
+        assert!(text.contains("pyexec_queue_bytes 4096\n"));
+        assert!(text.contains("pyexec_http_connections_refused_total{cap=\"peer\"} 1\n"));
+        assert!(text.contains("pyexec_http_connections_refused_total{cap=\"open\"} 0\n"));
+        assert!(text.contains("pyexec_http_connections_open 5\n"));
     }
 }

@@ -27,8 +27,8 @@ use crate::image::{EnvState, Environment, InstallError, InstallReport, Preinstal
 use crate::live::Live;
 use crate::progress::Forwarder;
 use crate::sandbox::{
-    ExecutionRequest, ExecutionResult, Returned, Sandbox, SandboxError, SessionEnd, SessionInfo,
-    fit_both,
+    ExecutionRequest, ExecutionResult, MAX_INPUT_LINES, Returned, Sandbox, SandboxError,
+    SessionEnd, SessionInfo, StdinLines, fit_both,
 };
 
 /// Arguments of `execute_python`, named exactly as the original TypeScript server's.
@@ -39,9 +39,9 @@ pub struct ExecutePythonArgs {
     /// Lines given to the program as standard input (each followed by a newline), then EOF.
     // Described as a plain array (clients such as the MCP Inspector's CLI turn a nullable
     // array into a string); `null` is still accepted, as the original server did.
-    #[serde(rename = "inputData", default, deserialize_with = "null_as_none")]
+    #[serde(rename = "inputData", default)]
     #[schemars(with = "Vec<String>")]
-    pub input_data: Option<Vec<String>>,
+    pub input_data: InputData,
     /// A session from create_session: the code runs in that session's interpreter, seeing
     /// the variables, imports, functions and /tmp files of its earlier calls. Leave it out
     /// (or empty) for a fresh interpreter.
@@ -57,10 +57,70 @@ pub struct CloseSessionArgs {
     pub session_id: String,
 }
 
-fn null_as_none<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Vec<String>>, D::Error> {
-    Option::<Vec<String>>::deserialize(deserializer)
+/// `inputData`, read straight into one stdin buffer as rmcp hands it over: no `Vec<String>`
+/// of it ever exists (four million empty strings would be ~100 MB of them), and past
+/// [`MAX_INPUT_LINES`] entries the call is refused while it is read. `null` is no input, as
+/// in the original server.
+#[derive(Debug, Default)]
+pub struct InputData(pub StdinLines);
+
+impl<'de> Deserialize<'de> for InputData {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+
+        struct Line<'a>(&'a mut StdinLines);
+
+        impl<'de> DeserializeSeed<'de> for Line<'_> {
+            type Value = ();
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_str(self)
+            }
+        }
+
+        impl Visitor<'_> for Line<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string (one line of stdin)")
+            }
+            fn visit_str<E: de::Error>(self, line: &str) -> Result<(), E> {
+                self.0.push(line);
+                Ok(())
+            }
+        }
+
+        struct Lines;
+
+        impl<'de> Visitor<'de> for Lines {
+            type Value = InputData;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of strings (the lines of stdin)")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<InputData, E> {
+                Ok(InputData::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<InputData, E> {
+                Ok(InputData::default())
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<InputData, D::Error> {
+                d.deserialize_any(self)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<InputData, A::Error> {
+                let mut stdin = StdinLines::default();
+                while seq.next_element_seed(Line(&mut stdin))?.is_some() {
+                    if stdin.lines > MAX_INPUT_LINES {
+                        return Err(de::Error::custom(format_args!(
+                            "inputData has more than {MAX_INPUT_LINES} entries; each entry is \
+                             one line of stdin, so join lines into fewer entries or read the \
+                             data from code"
+                        )));
+                    }
+                }
+                Ok(InputData(stdin))
+            }
+        }
+
+        deserializer.deserialize_any(Lines)
+    }
 }
 
 /// Arguments of `install_packages`, named exactly as the original server's.
@@ -175,11 +235,27 @@ impl PythonExecutor {
         let session_id = args.session_id.filter(|id| !id.trim().is_empty());
         let request = ExecutionRequest {
             code: args.code,
-            input_lines: args.input_data.unwrap_or_default(),
+            stdin: args.input_data.0.bytes,
         };
         let started = std::time::Instant::now();
         let notifier = self.notifier(&meta, peer);
-        let Some(note) = self.wait_for_preinstall(&notifier, &cancel).await else {
+        // A call waiting for the preinstall is a waiting call like one waiting for a slot.
+        let preinstalling = matches!(
+            *self.environment.preinstall_state().borrow(),
+            Preinstall::Running
+        );
+        let place = match preinstalling.then(|| self.sandbox.wait_place(request.size())) {
+            Some(Err(busy)) => {
+                let text = busy.to_string();
+                self.count(&Err(busy), started.elapsed(), &session);
+                return Ok(CallToolResult::error(vec![ContentBlock::text(text)]));
+            }
+            Some(Ok(place)) => Some(place),
+            None => None,
+        };
+        let waited = self.wait_for_preinstall(&notifier, &cancel).await;
+        drop(place);
+        let Some(note) = waited else {
             // Nothing ran and no container was made.
             self.count(&Err(SandboxError::Cancelled), started.elapsed(), &session);
             return Ok(CallToolResult::error(vec![ContentBlock::text(
@@ -898,5 +974,47 @@ fn status_line(result: &ExecutionResult) -> String {
         "killed: the program ran out of memory".to_string()
     } else {
         format!("exit code {}", result.exit_code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(value: serde_json::Value) -> Result<ExecutePythonArgs, serde_json::Error> {
+        serde_json::from_value(value)
+    }
+
+    #[test]
+    fn input_data_becomes_one_stdin_buffer_of_lines() {
+        let parsed = args(serde_json::json!({"code": "", "inputData": ["a", "", "é"]})).unwrap();
+        assert_eq!(parsed.input_data.0.bytes, "a\n\né\n".as_bytes());
+        assert_eq!(parsed.input_data.0.lines, 3);
+        for absent in [
+            serde_json::json!({"code": ""}),
+            serde_json::json!({"code": "", "inputData": null}),
+            serde_json::json!({"code": "", "inputData": []}),
+        ] {
+            assert!(args(absent).unwrap().input_data.0.bytes.is_empty());
+        }
+    }
+
+    #[test]
+    fn input_data_past_its_entry_cap_or_not_strings_is_refused() {
+        let lines = vec![serde_json::Value::String(String::new()); MAX_INPUT_LINES + 1];
+        let error = args(serde_json::json!({"code": "", "inputData": lines})).unwrap_err();
+        assert!(
+            error.to_string().contains("more than 100000 entries"),
+            "{error}"
+        );
+        let lines = vec![serde_json::Value::String(String::new()); MAX_INPUT_LINES];
+        assert!(args(serde_json::json!({"code": "", "inputData": lines})).is_ok());
+        for bad in [
+            serde_json::json!(["a", 1]),
+            serde_json::json!("a"),
+            serde_json::json!([["a"]]),
+        ] {
+            assert!(args(serde_json::json!({"code": "", "inputData": bad})).is_err());
+        }
     }
 }

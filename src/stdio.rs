@@ -9,7 +9,9 @@
 //! garbage never starts an error storm. The gateway is also the only writer of stdout: rmcp's
 //! messages and its own errors go out as whole lines, never interleaved.
 
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::intake::{MAX_REQUEST_VALUES, Refused, check_values, request_id};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
@@ -75,17 +77,21 @@ async fn forward_requests<R: AsyncBufRead + Unpin>(
         let reply = match read {
             Line::Eof => break,
             Line::Complete if line.iter().all(u8::is_ascii_whitespace) => None,
-            // Parsed whole (not skimmed): skimming would let a lone surrogate through to rmcp.
-            Line::Complete => match serde_json::from_slice::<Value>(&line) {
-                Ok(_) => {
+            // Parsed whole (not skimmed: skimming would let a lone surrogate through to rmcp)
+            // and its values counted, without building anything (`intake`).
+            Line::Complete => match check_values(&line, MAX_REQUEST_VALUES) {
+                Ok(()) => {
                     line.push(b'\n');
                     if to_rmcp.write_all(&line).await.is_err() {
                         break;
                     }
                     None
                 }
-                Err(error) => {
-                    let hint = if error.to_string().contains("escape") {
+                Err(refused @ Refused::TooManyValues) => {
+                    error_reply(&line, INVALID_REQUEST, refused.to_string())
+                }
+                Err(Refused::NotJson(error)) => {
+                    let hint = if error.contains("escape") {
                         " (strings must be valid Unicode: a lone surrogate such as \\ud800 is not)"
                     } else {
                         ""
@@ -216,44 +222,9 @@ fn error_reply(line: &[u8], code: i64, message: String) -> Option<Vec<u8>> {
     Some(serde_json::to_vec(&reply).expect("a JSON value serializes"))
 }
 
-/// The `"id"` of a request that could not be parsed whole: the first `"id":` followed by a
-/// number or a string, in a message that also has a `"method"` (so responses never get one).
-fn request_id(line: &[u8]) -> Option<Value> {
-    let text = String::from_utf8_lossy(line);
-    if !text.contains("\"method\"") {
-        return None;
-    }
-    let mut rest = text.as_ref();
-    while let Some(at) = rest.find("\"id\"") {
-        rest = &rest[at + 4..];
-        let Some(value) = rest.trim_start().strip_prefix(':') else {
-            continue;
-        };
-        let mut tokens =
-            serde_json::Deserializer::from_str(value.trim_start()).into_iter::<Value>();
-        if let Some(Ok(id @ (Value::Number(_) | Value::String(_)))) = tokens.next() {
-            return Some(id);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_ids_are_found_in_broken_requests_only() {
-        let broken =
-            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"code":"\ud800"}}"#;
-        assert_eq!(request_id(broken), Some(json!(7)));
-        let named = br#"{"method":"x","params":{},"id" : "abc"#;
-        assert_eq!(request_id(named), None, "a cut-off string is not an id");
-        let named = br#"{"method":"x","id" : "abc", "params": "#;
-        assert_eq!(request_id(named), Some(json!("abc")));
-        assert_eq!(request_id(br#"{"jsonrpc":"2.0","id":7,"result":{"#), None);
-        assert_eq!(request_id(b"garbage"), None);
-    }
 
     #[tokio::test]
     async fn lines_are_bounded_and_split_on_newlines() {

@@ -569,6 +569,9 @@ async fn a_flood_of_calls_past_the_queue_is_answered_busy_and_memory_stays_flat(
         "2",
         "--max-queue",
         "64",
+        // The count is what is tested here (64 calls of 1 MiB pass the default 64 MiB).
+        "--max-queue-bytes",
+        "1g",
         "--pool-size",
         "0",
     ]);

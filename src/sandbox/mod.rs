@@ -11,11 +11,12 @@ mod files;
 mod output;
 mod payload;
 mod pool;
+mod queue;
 mod reaper;
 mod session;
 mod stream;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -33,7 +34,8 @@ pub use container::{
 };
 pub use files::{FileKind, LeftOut, Returned, ReturnedFile};
 pub use output::{CappedBuffer, Omitted, Text, complete_prefix_len, fit_both};
-pub use payload::{Bundle, ExecutionRequest};
+pub use payload::{Bundle, ExecutionRequest, MAX_INPUT_LINES, StdinLines};
+pub use queue::Place as WaitPlace;
 pub use reaper::{deadline, labelled_containers, reap_expired};
 pub use session::{INTERRUPT_GRACE, SessionEnd, SessionInfo, SessionOutcome};
 pub use stream::run_attached;
@@ -102,6 +104,20 @@ pub enum SandboxError {
          --max-queue (PYEXEC_MAX_QUEUE)"
     )]
     Busy { waiting: usize, slots: usize },
+    #[error(
+        "the server is busy: the calls already waiting hold {} KiB of code and input, and with \
+         this call's {} KiB they would pass the {} KiB they may hold\n\
+         hint: try again in a moment, send less input per call, or raise --max-queue-bytes \
+         (PYEXEC_MAX_QUEUE_BYTES)",
+        held.div_ceil(1024),
+        size.div_ceil(1024),
+        max / 1024
+    )]
+    BusyBytes {
+        held: usize,
+        size: usize,
+        max: usize,
+    },
     #[error("the call was cancelled; its container was removed")]
     Cancelled,
     #[error(
@@ -178,12 +194,13 @@ pub struct Sandbox {
     stopping: CancellationToken,
     /// Counter that makes container names unique within this instance.
     next_id: AtomicU64,
-    /// Calls waiting for a slot (at most `--max-queue`).
-    waiting: AtomicUsize,
+    /// Calls waiting for their turn (at most `--max-queue`, holding at most
+    /// `--max-queue-bytes`).
+    queue: queue::Queue,
     /// Started containers waiting for a call (filled only after `start_pool`).
     pool: pool::Pool,
     /// What an operator watches (`/metrics`).
-    metrics: crate::metrics::Metrics,
+    metrics: Arc<crate::metrics::Metrics>,
     /// Open sessions (`create_session`).
     sessions: session::Sessions,
 }
@@ -193,6 +210,7 @@ impl Sandbox {
         let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let config_pool = config.pool;
         let config_sessions = config.sessions;
+        let queue = queue::Queue::new(config.max_queue, config.max_queue_bytes);
         Self {
             docker: LazyDocker::default(),
             permits: Arc::new(Semaphore::new(config.concurrency)),
@@ -202,22 +220,23 @@ impl Sandbox {
             cleanup: TaskTracker::new(),
             stopping: CancellationToken::new(),
             next_id: AtomicU64::new(0),
-            waiting: AtomicUsize::new(0),
+            queue,
             pool: pool::Pool::new(config_pool),
-            metrics: crate::metrics::Metrics::default(),
+            metrics: Arc::default(),
             sessions: session::Sessions::new(config_sessions),
         }
     }
 
     /// The counters behind `/metrics`.
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics
     }
 
     /// The gauges behind `/metrics`, read now.
     pub fn gauges(&self) -> crate::metrics::Gauges {
         crate::metrics::Gauges {
-            queue_depth: self.waiting.load(Ordering::Relaxed),
+            queue_depth: self.queue.calls(),
+            queue_bytes: self.queue.bytes(),
             busy_slots: self
                 .config
                 .concurrency
@@ -354,7 +373,7 @@ impl Sandbox {
         // Refused before it waits; framed only once it has a slot, so a waiting call holds no
         // copy of its code.
         request.check_size(self.config.limits.max_input_bytes)?;
-        let permit = self.acquire(cancel).await?;
+        let permit = self.acquire(cancel, request.size()).await?;
         let token = uuid::Uuid::new_v4().simple().to_string();
         let files_budget = self.config.outputs.max_files_bytes;
         let payload = request.encode(self.config.limits.max_input_bytes, &token, files_budget)?;
@@ -425,21 +444,18 @@ impl Sandbox {
         Ok((guard, streams))
     }
 
-    /// Takes a concurrency slot, waiting for one only while fewer than `--max-queue` calls
-    /// already wait (else the server is busy, said at once); gives up on cancel or shutdown.
+    /// Takes a concurrency slot for a call holding `size` bytes, waiting for one only while
+    /// the queue has room for it (else the server is busy, said at once); gives up on cancel or
+    /// shutdown.
     async fn acquire(
         &self,
         cancel: &CancellationToken,
+        size: usize,
     ) -> Result<OwnedSemaphorePermit, SandboxError> {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        let Some(_place) = QueuePlace::take(&self.waiting, self.config.max_queue) else {
-            return Err(SandboxError::Busy {
-                waiting: self.config.max_queue,
-                slots: self.config.concurrency,
-            });
-        };
+        let _place = self.wait_place(size)?;
         tokio::select! {
             permit = self.permits.clone().acquire_owned() => {
                 permit.map_err(|_| SandboxError::ShuttingDown)
@@ -447,6 +463,19 @@ impl Sandbox {
             _ = cancel.cancelled() => Err(SandboxError::Cancelled),
             _ = self.stopping.cancelled() => Err(SandboxError::ShuttingDown),
         }
+    }
+
+    /// A place among the waiting calls for one holding `size` bytes of code and input, held
+    /// while it waits for anything (a slot, a session's turn, the preinstall); busy when the
+    /// queue is full in calls or in bytes.
+    pub fn wait_place(&self, size: usize) -> Result<queue::Place<'_>, SandboxError> {
+        self.queue.enter(size).map_err(|full| match full {
+            queue::Full::Calls { max } => SandboxError::Busy {
+                waiting: max,
+                slots: self.config.concurrency,
+            },
+            queue::Full::Bytes { held, max } => SandboxError::BusyBytes { held, size, max },
+        })
     }
 
     /// A guard for a new, uniquely named container of this instance.
@@ -534,27 +563,6 @@ impl Sandbox {
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!("shutdown grace passed with containers still being removed");
         }
-    }
-}
-
-/// A place in the queue of calls waiting for a slot; given back when dropped.
-struct QueuePlace<'a>(&'a AtomicUsize);
-
-impl<'a> QueuePlace<'a> {
-    /// A place, if fewer than `max` are taken.
-    fn take(waiting: &'a AtomicUsize, max: usize) -> Option<Self> {
-        waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(waiting))
-    }
-}
-
-impl Drop for QueuePlace<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -11,35 +11,47 @@ use super::SandboxError;
 /// The Python program every container starts with `python3 -u -c`.
 pub const RUNNER: &str = include_str!("runner.py");
 
-/// One call's code and stdin lines, as the MCP tool received them.
+/// Most `inputData` entries a call may have: each is one line of stdin. Bounded in number as
+/// well as in bytes (`--max-input`), since a JSON array of empty strings costs its parser far
+/// more per entry than its three bytes on the wire.
+pub const MAX_INPUT_LINES: usize = 100_000;
+
+/// One call's code and stdin, held compactly: the stdin lines are joined (each ended by a
+/// newline) as they are read from the request, so a call waiting for a slot holds about its
+/// size in bytes, whatever the number of lines.
 #[derive(Debug, Clone, Default)]
 pub struct ExecutionRequest {
     /// Python source to run as `__main__`.
     pub code: String,
-    /// Lines given to the program as stdin, each ended by a newline, then EOF.
-    pub input_lines: Vec<String>,
+    /// The program's stdin: every input line with its newline, then EOF.
+    pub stdin: Vec<u8>,
 }
 
 impl ExecutionRequest {
     pub fn new(code: impl Into<String>) -> Self {
         Self {
             code: code.into(),
-            input_lines: Vec::new(),
+            stdin: Vec::new(),
         }
     }
 
+    /// The request with `lines` as stdin, each followed by a newline.
     pub fn with_input<I, S>(mut self, lines: I) -> Self
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: AsRef<str>,
     {
-        self.input_lines = lines.into_iter().map(Into::into).collect();
+        let mut stdin = StdinLines::default();
+        for line in lines {
+            stdin.push(line.as_ref());
+        }
+        self.stdin = stdin.bytes;
         self
     }
 
     /// Bytes of code plus stdin, the quantity `--max-input` limits.
     pub fn size(&self) -> usize {
-        self.code.len() + self.input_lines.iter().map(|l| l.len() + 1).sum::<usize>()
+        self.code.len() + self.stdin.len()
     }
 
     /// Refuses a request over `max_input_bytes`, without copying anything.
@@ -67,15 +79,12 @@ impl ExecutionRequest {
         Ok(self.framed(&format!("{} {token} {files_budget}\n", self.code.len())))
     }
 
-    /// `header`, the code, then each stdin line with its newline.
+    /// `header`, the code, then stdin.
     fn framed(&self, header: &str) -> Vec<u8> {
         let mut payload = Vec::with_capacity(header.len() + self.size());
         payload.extend_from_slice(header.as_bytes());
         payload.extend_from_slice(self.code.as_bytes());
-        for line in &self.input_lines {
-            payload.extend_from_slice(line.as_bytes());
-            payload.push(b'\n');
-        }
+        payload.extend_from_slice(&self.stdin);
         payload
     }
 
@@ -90,12 +99,31 @@ impl ExecutionRequest {
         timeout: std::time::Duration,
     ) -> Result<Vec<u8>, SandboxError> {
         self.check_size(max_input_bytes)?;
-        let stdin = self.size() - self.code.len();
         Ok(self.framed(&format!(
-            "{} {token} {files_budget} {stdin} {}\n",
+            "{} {token} {files_budget} {} {}\n",
             self.code.len(),
+            self.stdin.len(),
             timeout.as_millis()
         )))
+    }
+}
+
+/// Stdin built a line at a time (each line and its newline appended to one buffer), counting
+/// the lines: what `inputData` is read into, so no `Vec<String>` of it ever exists.
+#[derive(Debug, Default)]
+pub struct StdinLines {
+    /// The lines so far, each ended by a newline.
+    pub bytes: Vec<u8>,
+    /// How many lines.
+    pub lines: usize,
+}
+
+impl StdinLines {
+    /// Appends one line and its newline.
+    pub fn push(&mut self, line: &str) {
+        self.bytes.extend_from_slice(line.as_bytes());
+        self.bytes.push(b'\n');
+        self.lines += 1;
     }
 }
 

@@ -298,7 +298,7 @@ impl Sandbox {
     ) -> Result<SessionInfo, SandboxError> {
         self.sessions.expire();
         let reserved = self.sessions.reserve()?;
-        let permit = self.acquire(cancel).await?;
+        let permit = self.acquire(cancel, 0).await?;
         let image = self.current_image();
         let starting = async {
             let docker = self.docker.get().await?;
@@ -379,17 +379,24 @@ impl Sandbox {
         request.check_size(limits.max_input_bytes)?;
         let session = self.sessions.get(id, owner)?;
         let wait = limits.timeout + INTERRUPT_GRACE + BACKSTOP;
-        let mut conn = tokio::select! {
-            conn = tokio::time::timeout(wait, session.conn.clone().lock_owned()) => {
-                conn.map_err(|_| SandboxError::SessionBusy { waited: wait })?
+        let mut conn = match session.conn.clone().try_lock_owned() {
+            Ok(conn) => conn,
+            Err(_) => {
+                // Waiting for the session's running call counts as waiting, like a slot.
+                let _place = self.wait_place(request.size())?;
+                tokio::select! {
+                    conn = tokio::time::timeout(wait, session.conn.clone().lock_owned()) => {
+                        conn.map_err(|_| SandboxError::SessionBusy { waited: wait })?
+                    }
+                    _ = cancel.cancelled() => return Err(SandboxError::Cancelled),
+                    _ = self.stopping.cancelled() => return Err(SandboxError::ShuttingDown),
+                }
             }
-            _ = cancel.cancelled() => return Err(SandboxError::Cancelled),
-            _ = self.stopping.cancelled() => return Err(SandboxError::ShuttingDown),
         };
         // It may have ended while this call waited its turn.
         let session = self.sessions.get(id, owner)?;
         session.touch();
-        let permit = self.acquire(cancel).await?;
+        let permit = self.acquire(cancel, request.size()).await?;
         let token = uuid::Uuid::new_v4().simple().to_string();
         let files_budget = self.config.outputs.max_files_bytes;
         let payload =
