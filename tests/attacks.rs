@@ -414,6 +414,15 @@ async fn a_program_cannot_forge_its_status_with_anything_it_can_reach() {
 }
 
 #[tokio::test]
+async fn the_supervisor_is_another_uid_the_program_cannot_open_read_or_signal() {
+    let sandbox = sandbox();
+    let result = run(&sandbox, common::SUPERVISOR_PROBE).await;
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    common::assert_supervisor_out_of_reach(&result.stdout);
+    assert_still_serving(&sandbox).await;
+}
+
+#[tokio::test]
 async fn a_module_the_program_plants_in_tmp_never_runs_in_the_supervisor() {
     let sandbox = sandbox();
     let result = run(&sandbox, common::PLANTER).await;

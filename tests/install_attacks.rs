@@ -13,6 +13,7 @@ use std::time::Duration;
 use bollard::query_parameters::ListImagesOptions;
 use common::{TestIndex, environment_with, local_flags, run, strs};
 use mcp_python_executor::image::InstallError;
+use mcp_python_executor::sandbox::ExecutionRequest;
 use tokio_util::sync::CancellationToken;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mcp-python-executor");
@@ -24,7 +25,7 @@ fn quiet(_: &str) {}
 const IDENTITY: &str = "import os, sys, json\n\
 uid = os.getuid()\n\
 print(json.dumps({'env': sorted(os.environ.items()), 'ids': [uid == os.getgid() == os.geteuid(), \
-os.getgroups() == [uid], 1500000000 <= uid < 2000000000], 'cwd': os.getcwd(), 'exe': sys.executable, \
+os.getgroups() == [], 1500000000 <= uid < 2000000000], 'cwd': os.getcwd(), 'exe': sys.executable, \
 'prefix': sys.prefix, 'umask': os.umask(0o22)}))";
 
 #[tokio::test]
@@ -80,6 +81,41 @@ async fn a_pth_file_never_runs_during_an_install_and_runs_unprivileged_in_execut
         assert!(common::is_call_uid(uid), "{uid}");
         assert_ne!(pid, 1, "a .pth ran in the supervisor: {}", result.stderr);
         assert_eq!(pid, runs[0].1, "one process: {}", result.stderr);
+    }
+    common::assert_no_containers(&sandbox).await;
+}
+
+/// A package's `.pth` runs in the program's process as it starts, before the call's payload
+/// has arrived: were that process's stdin the container's, a thread started there would race
+/// the supervisor for the header (the call's token) and the code. Its stdin is the
+/// supervisor's pipe, which carries only what follows the code; the supervisor's own stdin
+/// cannot be opened.
+#[tokio::test]
+async fn a_package_never_sees_the_calls_header_nor_the_supervisors_stdin() {
+    let index = TestIndex::start(&["pyexec-stdin==1.0:stdin"], 0.0);
+    let flags = local_flags(&index, &[]);
+    let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
+    let cancel = CancellationToken::new();
+    environment
+        .install(&["pyexec-stdin"], &quiet, &cancel)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let request = ExecutionRequest::new("import time\ntime.sleep(0.5)\nprint('ran')")
+            .with_input(["mine"]);
+        let result = sandbox.execute(&request, &cancel).await.unwrap();
+        let stderr = result.stderr.to_string();
+        assert_eq!(
+            (result.stdout.to_string(), result.exit_code),
+            ("ran\n".to_string(), 0),
+            "{stderr}"
+        );
+        assert!(stderr.contains("STDIN-THIEF init refused 13"), "{stderr}");
+        let own: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("STDIN-THIEF own"))
+            .collect();
+        assert_eq!(own, ["STDIN-THIEF own b'mine\\n'"], "{stderr}");
     }
     common::assert_no_containers(&sandbox).await;
 }

@@ -41,8 +41,15 @@ pub const NO_PAYLOAD: i64 = 125;
 /// per-user limit or counter (inotify instances, user watches, RLIMIT_NPROC, keyrings) is
 /// shared between calls. Above the ranges hosts give users, services and subordinate ids, and
 /// below 2^31 so no tool mistakes it for a negative number; nothing on the host or in the
-/// image is owned by one.
+/// image is owned by one. A program's uid is even; its supervisor runs as the odd uid just
+/// above it ([`supervisor_uid`]), so no program ever shares a uid with any supervisor.
 pub const CALL_UIDS: std::ops::Range<u32> = 1_500_000_000..2_000_000_000;
+/// The capabilities an execution container starts with, held by its runner (root for its
+/// first milliseconds, before anything of the call exists) only to give the program and
+/// itself their own uids: SETUID and SETGID for that, SETPCAP to empty the bounding sets.
+/// The program keeps none; the supervisor keeps only KILL, to interrupt and kill the
+/// program's process, whose uid is not its own (`runner.py`, `_become`).
+pub const RUNNER_CAPS: [&str; 4] = ["SETUID", "SETGID", "SETPCAP", "KILL"];
 /// The unprivileged user pip runs as in install containers: it owns `/opt/venv` and nothing
 /// else (images/Dockerfile). Never root.
 pub const INSTALL_USER: &str = "10002:10002";
@@ -87,6 +94,7 @@ pub fn container_spec(
     let cpu_seconds = (limits.timeout + GRACE).as_secs() as i64
         * ((limits.nano_cpus + 999_999_999) / 1_000_000_000);
     let mut host_config = hardened_host_config(config);
+    host_config.cap_add = Some(RUNNER_CAPS.map(String::from).to_vec());
     host_config.readonly_rootfs = Some(true);
     host_config.network_mode = Some(config.network.clone());
     // The runner is PID 1: it reaps orphans and forwards nothing; see runner.py.
@@ -121,8 +129,11 @@ pub fn container_spec(
     ContainerCreateBody {
         image: Some(image.to_string()),
         env: Some(env),
-        // The group is the uid too: nothing else in the container or on the host has it.
-        user: Some(format!("{uid}:{uid}")),
+        // Root only until the runner has given the program `uid` (and as its group: nothing
+        // else in the container or on the host has it) and itself the next uid, with no
+        // capability left but KILL: under every runtime, gVisor included, the program then
+        // cannot open the supervisor's descriptors nor signal it.
+        user: Some("0:0".to_string()),
         // The runner is the container's init and keeps the deadline itself: no process the
         // program could ptrace (Docker's init, `timeout`) stands between it and the status.
         // `-s -S -P`: nothing of the environment's packages (no `.pth`, no site-packages) and
@@ -137,6 +148,8 @@ pub fn container_spec(
             "-c".to_string(),
             RUNNER.to_string(),
             inner_deadline.to_string(),
+            uid.to_string(),
+            supervisor_uid(uid).to_string(),
         ]),
         cmd: Some(Vec::new()),
         labels: Some({
@@ -184,10 +197,16 @@ pub fn session_spec(
     spec
 }
 
-/// A fresh uid for one container, drawn from [`CALL_UIDS`].
+/// A fresh uid for one container's program, drawn from [`CALL_UIDS`]: always even.
 pub fn call_uid() -> u32 {
-    let span = u128::from(CALL_UIDS.end - CALL_UIDS.start);
-    CALL_UIDS.start + (uuid::Uuid::new_v4().as_u128() % span) as u32
+    let span = u128::from(CALL_UIDS.end - CALL_UIDS.start) / 2;
+    CALL_UIDS.start + 2 * (uuid::Uuid::new_v4().as_u128() % span) as u32
+}
+
+/// The uid the supervisor of the program running as `program_uid` becomes: its own, odd, and
+/// the program's plus one (so it is in no other container's program).
+pub fn supervisor_uid(program_uid: u32) -> u32 {
+    program_uid | 1
 }
 
 /// `timeout -s KILL <seconds>` by absolute path: whatever the container runs dies by itself at
@@ -366,6 +385,9 @@ pub struct ContainerGuard {
     /// engine asked to remove a container it is still creating may keep a half-made one
     /// (Podman 4.3 then fails every later list).
     creating: Arc<tokio::sync::Mutex<()>>,
+    /// The container may be paused (a session's, between calls): it is unpaused before it is
+    /// removed, since gVisor cannot kill a paused sandbox (the removal fails after 10 s).
+    may_be_paused: bool,
 }
 
 impl ContainerGuard {
@@ -381,7 +403,13 @@ impl ContainerGuard {
             permit,
             cleanup,
             creating: Arc::default(),
+            may_be_paused: false,
         }
+    }
+
+    /// Says the container may be paused when it is removed (see `may_be_paused`).
+    pub fn may_be_paused(&mut self) {
+        self.may_be_paused = true;
     }
 
     /// The gate a create request holds while it runs (see `creating`).
@@ -406,6 +434,9 @@ impl ContainerGuard {
         let name = self.name.take().unwrap_or_default();
         let _permit = self.permit.take();
         let _created = self.creating.lock().await;
+        if self.may_be_paused {
+            unpause_for_removal(&self.docker, &name).await;
+        }
         remove_container_settled(&self.docker, &name).await
     }
 }
@@ -416,6 +447,7 @@ impl Drop for ContainerGuard {
         let permit = self.permit.take();
         let docker = self.docker.clone();
         let creating = self.creating.clone();
+        let may_be_paused = self.may_be_paused;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(container = %name, "no runtime to remove the container; the reaper will");
             return;
@@ -423,6 +455,9 @@ impl Drop for ContainerGuard {
         self.cleanup.spawn_on(
             async move {
                 let _created = creating.lock().await;
+                if may_be_paused {
+                    unpause_for_removal(&docker, &name).await;
+                }
                 if let Err(error) = remove_container_settled(&docker, &name).await {
                     tracing::warn!(container = %name, %error, "could not remove container; the reaper will once its deadline passes");
                 }
@@ -503,6 +538,16 @@ async fn remove_container_settled(
     }
 }
 
+/// Unpauses a container that is about to be removed; one not paused (or gone) is fine as it
+/// is. (gVisor cannot kill a paused sandbox; runc and Podman can, and this costs them one
+/// request.)
+pub async fn unpause_for_removal(docker: &Docker, name: &str) {
+    match docker.unpause_container(name).await {
+        Ok(()) => tracing::debug!(container = %name, "unpaused to be removed"),
+        Err(error) => tracing::trace!(container = %name, %error, "not paused"),
+    }
+}
+
 /// Force-removes a container known to exist (the reaper lists them first); one already gone
 /// (or being removed) counts as removed. Guards use `remove_container_settled`.
 pub async fn remove_container(docker: &Docker, name: &str) -> Result<(), bollard::errors::Error> {
@@ -534,7 +579,7 @@ mod tests {
             "instance-1",
             UNIX_EPOCH + Duration::from_secs(1000),
             Duration::ZERO,
-            1_500_000_007,
+            1_500_000_006,
         )
     }
 
@@ -542,8 +587,8 @@ mod tests {
     fn a_session_is_an_execution_container_with_a_lifetime() {
         let config = SandboxArgs::default().resolve().unwrap();
         let now = UNIX_EPOCH + Duration::from_secs(1000);
-        let session = session_spec(&config, "img", "instance-1", now, 1_500_000_007);
-        let mut call = container_spec(&config, "img", "instance-1", now, Duration::ZERO, 7);
+        let session = session_spec(&config, "img", "instance-1", now, 1_500_000_006);
+        let mut call = container_spec(&config, "img", "instance-1", now, Duration::ZERO, 8);
         // The same hardening, limits, network and mounts, ulimits aside (CPU time covers the
         // lifetime).
         let strip = |spec: &ContainerCreateBody| {
@@ -557,8 +602,8 @@ mod tests {
         let entrypoint = session.entrypoint.clone().unwrap();
         // Default lifetime 1 h, idle 10 min: the runner ends itself 5 s past each.
         assert_eq!(
-            entrypoint[entrypoint.len() - 3..],
-            ["3635", "session", "605"]
+            entrypoint[entrypoint.len() - 5..],
+            ["3635", "1500000006", "1500000007", "session", "605"]
         );
         let labels = session.labels.clone().unwrap();
         assert_eq!(labels[LABEL_SESSION], "1000");
@@ -582,9 +627,28 @@ mod tests {
     fn the_container_is_hardened_by_default() {
         let spec = spec();
         let host = spec.host_config.unwrap();
-        assert_eq!(spec.user.as_deref(), Some("1500000007:1500000007"));
+        assert_eq!(
+            spec.user.as_deref(),
+            Some("0:0"),
+            "the runner gives out the uids"
+        );
+        let entrypoint = spec.entrypoint.unwrap();
+        assert_eq!(
+            entrypoint[8..],
+            ["1500000006", "1500000007"],
+            "the program's uid, then the supervisor's"
+        );
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.cap_add,
+            Some(
+                ["SETUID", "SETGID", "SETPCAP", "KILL"]
+                    .map(String::from)
+                    .to_vec()
+            ),
+            "only what it takes to hand out two uids, and to signal the program"
+        );
         assert_eq!(
             host.security_opt,
             Some(vec!["no-new-privileges".to_string()])
@@ -663,6 +727,11 @@ mod tests {
         let uids: std::collections::HashSet<u32> = (0..1000).map(|_| call_uid()).collect();
         assert!(uids.len() > 990, "uids repeat: {}", uids.len());
         assert!(uids.iter().all(|uid| CALL_UIDS.contains(uid)));
+        assert!(
+            uids.iter()
+                .all(|&uid| uid % 2 == 0 && CALL_UIDS.contains(&supervisor_uid(uid))),
+            "programs even, supervisors odd, both in the range"
+        );
         assert!(
             !CALL_UIDS.contains(&0) && !CALL_UIDS.contains(&10001) && !CALL_UIDS.contains(&10002)
         );

@@ -1,5 +1,7 @@
-# The program every execution container starts, as its PID 1:
-#   /opt/venv/bin/python3 -s -S -P -u -c <this file> <deadline seconds>
+# The program every execution container starts, as its PID 1, as root with only the
+# capabilities SETUID, SETGID, SETPCAP and KILL:
+#   /opt/venv/bin/python3 -s -S -P -u -c <this file> <deadline seconds> <program uid>
+#       <supervisor uid>
 #
 # The flags keep the environment's code out of the supervisor: no `site` (so no `.pth` file of
 # an installed package runs here, and site-packages is not on sys.path) and nothing the
@@ -10,19 +12,27 @@
 #
 # Two processes, so that the status and the end of the output are reported by something the
 # program cannot reach:
-# - The supervisor (this process, PID 1) makes itself non-dumpable -- a process of the same
-#   uid can then neither ptrace it nor read its /proc/<pid>/mem, fds or environment; as PID 1
-#   it gets no signal it has no handler for -- and forks the child *before* it reads the
-#   payload, so the call's token never exists in the child's memory. It reads the header (the
-#   code's length and the token) and the code from stdin, hands the code to the child over a
-#   pipe, relays the child's stdout and stderr pipes to its own, reaps every process that ends
+# - The supervisor (this process, PID 1) forks the child *before* it reads the payload, so the
+#   call's token never exists in the child's memory, and the two part ways at once (`_fork`):
+#   the child becomes the program's uid with no capability at all (bounding set included),
+#   and its fd 0 is a pipe of the supervisor's, never the container's stdin; the supervisor
+#   becomes a uid of its own (the program's plus one), keeping only KILL (to interrupt and
+#   kill the child), makes itself non-dumpable and blanks the environment block exec gave
+#   it. Another uid, non-dumpable: the program can neither ptrace it nor open its
+#   /proc/1/fd/* (under gVisor too, which ignores dumpability there), nor signal it; as PID 1
+#   it also gets no signal it has no handler for. It reads the header (the code's length and
+#   the token) and the code from stdin, hands the code to the child over a pipe, then copies
+#   the rest of stdin to the child's (`_pump`), relays the child's stdout and stderr pipes to
+#   its own, reaps every process that ends
 #   (it is the container's init), and when the child is gone ends both streams with a trailer,
 #   NUL "pyexec-exit <token> <status>" LF, carrying the status the kernel reported (128 +
 #   signal for a killed child); then it exits, which ends the container and everything in it.
 #   When the call allows files back (a budget in the header), the stdout trailer also carries
 #   the length of a bundle that follows it: a JSON manifest line, then the bytes of each file
 #   -- the figures the program drew, then what it left in /tmp/outputs -- within the budget.
-#   Only regular files are read (no link is followed, nothing blocks); the rest is listed.
+#   Only regular files are read (no link is followed, nothing blocks); the rest is listed. The
+#   child makes what it leaves there readable to the supervisor's uid when it ends
+#   (`_share_outputs`).
 #   A child killed by SIGKILL gets " oom" after the length when the container's memory cgroup
 #   counts an OOM kill (engines differ in reporting it: Podman never does).
 #   The server can answer without waiting for the container to stop. Whatever the program
@@ -30,11 +40,12 @@
 #   token. At the deadline the supervisor exits with 137, so an orphaned container (its server
 #   killed) ends by itself.
 # - The child runs the code as __main__ in the interpreter it was forked from (one interpreter
-#   start per call); whatever follows the code on stdin is its own stdin. When the program is
+#   start per call); whatever follows the code on stdin is its own stdin, copied by the
+#   supervisor. When the program is
 #   over (threads joined, atexit handlers run, output flushed) it exits with the program's
 #   status.
 #
-# Session mode (`<deadline> session <idle seconds>`, see sandbox/session.rs): the child lives
+# Session mode (`<deadline> <uids> session <idle seconds>`, see sandbox/session.rs): the child lives
 # on and runs call after call in one `__main__` namespace. Each call's header also carries its
 # stdin's length and its timeout: "<code length> <token> <files budget> <stdin length>
 # <timeout ms>". The supervisor hands code and stdin to the child over a pipe, relays its
@@ -46,31 +57,124 @@
 # interrupt (the server's cancel). The stdout trailer gains flags: "timeout" (interrupted at
 # the limit), "ended" (the interpreter is gone -- exit(), a crash, a kill -- and so is the
 # session; the supervisor exits after the trailers). Files in /tmp/outputs come back with the
-# call that wrote or changed them; figures are removed once returned. Output the child writes
+# call that wrote or changed them; figures come back with the call that drew them (the child
+# clears them when the next call starts). Output the child writes
 # between calls is held (64 KiB per stream) and given to the next call. With no call for
 # <idle seconds>, or when stdin closes (the server is gone), the supervisor exits with 125.
 import os
 import sys
 
 _PR_SET_DUMPABLE = 4
+_PR_SET_KEEPCAPS = 8
+_PR_CAPBSET_DROP = 24
+_CAP_KILL = 5
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _Libc:
+    """The few libc calls the runner needs, through _ctypes directly: the ctypes package costs
+    ~4 ms at start, and the supervisor's start is on a cold call's path."""
+
+    def __init__(self):
+        import _ctypes
+
+        class Int(_ctypes._SimpleCData):
+            _type_ = "i"
+
+        class Pointer(_ctypes._SimpleCData):
+            _type_ = "P"
+
+        class Size(_ctypes._SimpleCData):
+            _type_ = "L"
+
+        class Handle:
+            _handle = _ctypes.dlopen(None)
+
+        def function(name, restype):
+            class Function(_ctypes.CFuncPtr):
+                _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+                _restype_ = restype
+
+            return Function((name, Handle()))
+
+        self.errno = _ctypes.get_errno
+        self.Pointer, self.Size = Pointer, Size
+        self.prctl = function("prctl", Int)
+        self.capset = function("capset", Int)
+        self.clearenv = function("clearenv", Int)
+        self.strlen = function("strlen", Size)
+        self.memset = function("memset", Pointer)
+        self.environ = Pointer.in_dll(Handle(), "environ")
+
+
+_LIBC = []
+
+
+def _libc():
+    if not _LIBC:
+        _LIBC.append(_Libc())
+    return _LIBC[0]
 
 
 def _set_dumpable(flag):
-    # prctl through _ctypes directly: the ctypes package costs ~2 ms more at start, and the
-    # supervisor's start is on a cold call's path.
-    import _ctypes
+    _libc().prctl(_PR_SET_DUMPABLE, flag, 0, 0, 0)
 
-    class Int(_ctypes._SimpleCData):
-        _type_ = "i"
 
-    class Function(_ctypes.CFuncPtr):
-        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-        _restype_ = Int
+def _become(uid, keep):
+    """Makes this process `uid`, user and group, with no supplementary group, and of all
+    capabilities only those in the bit mask `keep`: effective, permitted and bounding alike,
+    so nothing it runs can regain one. Run as root (the container's user) with SETUID, SETGID
+    and SETPCAP; raises if any step fails, so nothing runs with other ids than asked."""
+    libc = _libc()
+    for cap in range(64):
+        if not keep & (1 << cap):
+            libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the last one: fine
+    if keep:
+        libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    if keep:
+        low, high = keep & 0xFFFFFFFF, keep >> 32
+        header = _CAPABILITY_VERSION_3.to_bytes(4, "little") + bytes(4)
+        data = b"".join(
+            word.to_bytes(4, "little") for word in (low, low, 0, high, high, 0)
+        )
+        if libc.capset(header, data) != 0:
+            raise OSError(libc.errno(), "capset: " + os.strerror(libc.errno()))
+        libc.prctl(_PR_SET_KEEPCAPS, 0, 0, 0, 0)
+    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (uid, uid, uid) or os.getgroups():
+        raise OSError("the ids did not change as asked")
 
-    class Libc:
-        _handle = _ctypes.dlopen(None)
 
-    Function(("prctl", Libc()))(_PR_SET_DUMPABLE, flag, 0, 0, 0)
+def _environment_block():
+    """Where exec put the environment's strings (one block on the stack), or None: found
+    before anything changes the environment, blanked by the supervisor once the program's
+    process has its copy (gVisor lets any uid read /proc/1/environ)."""
+    libc = _libc()
+    table = libc.environ.value
+    if not table:
+        return None
+    low = high = None
+    index = 0
+    while True:
+        entry = libc.Pointer.from_address(table + index * 8).value
+        if not entry:
+            break
+        end = entry + libc.strlen(libc.Pointer(entry)) + 1
+        low = entry if low is None else min(low, entry)
+        high = end if high is None else max(high, end)
+        index += 1
+    if low is None or high - low > (1 << 20):
+        return None  # not the one block exec makes: leave it
+    return low, high
+
+
+def _blank_environment(block):
+    libc = _libc()
+    libc.clearenv()
+    if block is not None:
+        libc.memset(libc.Pointer(block[0]), 0, libc.Size(block[1] - block[0]))
 
 
 def _read_exact(fd, count):
@@ -188,7 +292,7 @@ def _save_figures(close):
             break
         _saved_figures[0] += 1
         try:
-            os.makedirs(_FIGURES, 0o700, exist_ok=True)
+            os.makedirs(_FIGURES, 0o755, exist_ok=True)
             path = "%s/figure-%03d.png" % (_FIGURES, _saved_figures[0])
             manager.canvas.figure.savefig(path, format="png")
         except Exception as error:
@@ -279,6 +383,56 @@ def _child(code_pipe, exit):
     _finish(status, exit)
 
 
+def _share_outputs():
+    """Makes what the program leaves for the answer readable by the supervisor, whose uid is
+    not the program's: regular files get read permission for others, folders read and search
+    (a file made with mode 0600, as tempfile does, would otherwise stay behind). Only what
+    the program owns can change; links are not followed; at most 2,000 entries."""
+    import stat
+
+    budget = [2000]
+
+    def share(path, wanted):
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        if stat.S_ISDIR(info.st_mode) and wanted == 0o005 or (
+            stat.S_ISREG(info.st_mode) and wanted == 0o004
+        ):
+            try:
+                os.chmod(path, stat.S_IMODE(info.st_mode) | wanted)
+            except OSError:
+                pass
+            return True
+        return False
+
+    for top in (_FIGURES, _OUTPUTS):
+        if not share(top, 0o005):
+            continue
+        for folder, folders, files in os.walk(top):
+            for name in folders:
+                share(os.path.join(folder, name), 0o005)
+            for name in files:
+                share(os.path.join(folder, name), 0o004)
+            budget[0] -= len(folders) + len(files)
+            if budget[0] <= 0:
+                return
+
+
+def _clear_figures():
+    """Removes the figures an earlier session call drew (the supervisor has returned them)."""
+    try:
+        names = os.listdir(_FIGURES)
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.unlink(os.path.join(_FIGURES, name))
+        except OSError:
+            pass
+
+
 def _flush():
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -309,6 +463,10 @@ def _finish(status, exit):
     except BaseException:
         pass
     _flush()
+    try:
+        _share_outputs()
+    except BaseException:
+        pass
     exit(status)
 
 
@@ -359,11 +517,8 @@ def _session_child(call_pipe, done_pipe, exit):
     import types
 
     _set_dumpable(1)
-    # The container's stdin carries the next calls' payloads: never the program's.
+    # fd 0 is /dev/null between calls (`_session`); each call gets a pipe of its own.
     encoding, errors = sys.stdin.encoding, sys.stdin.errors
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
     _whole_write_streams()
     _as_a_program("/tmp")
     if os.environ.get("MPLBACKEND") == "module://pyexec_figures":
@@ -390,6 +545,7 @@ def _session_child(call_pipe, done_pipe, exit):
         _give_stdin(_read_exact(call_pipe, input_length), encoding, errors)
         number += 1
         _saved_figures[0] = 0
+        _clear_figures()
         # Tracebacks show the lines of every call's code, earlier calls' functions included.
         name = "<call %d>" % number
         text = source.decode("utf-8", "replace")
@@ -428,6 +584,10 @@ def _session_child(call_pipe, done_pipe, exit):
         except BaseException:
             pass
         _flush()
+        try:
+            _share_outputs()
+        except BaseException:
+            pass
         # The leading newline ends whatever the program may have left on this pipe.
         _write_all(done_pipe, b"\n%d %d\n" % (call, status))
 
@@ -501,7 +661,7 @@ def _collect(budget, seen=None):
     """The bundle of files to return: a JSON manifest line, then each file's bytes. Figures
     first, then /tmp/outputs (sorted, subfolders too), while they fit in `budget` bytes.
     With `seen` (a session), a file in /tmp/outputs comes back only when it is new or changed
-    since it was last seen, and figures are removed once taken."""
+    since it was last seen (figures: the child clears them when the next call starts)."""
     import stat  # already imported by os
 
     items = []
@@ -530,15 +690,12 @@ def _collect(budget, seen=None):
             if not stat.S_ISREG(info.st_mode):
                 items.append({"kind": kind, "name": name, "skipped": "not a regular file"})
                 return
-            if seen is not None:
-                if kind == "figure":
-                    os.unlink(entry, dir_fd=folder)
-                else:
-                    key = (info.st_ino, info.st_size, info.st_mtime_ns)
-                    present.add(name)
-                    if seen.get(name) == key:
-                        return  # handed back by an earlier call, unchanged since
-                    seen[name] = key
+            if seen is not None and kind == "file":
+                key = (info.st_ino, info.st_size, info.st_mtime_ns)
+                present.add(name)
+                if seen.get(name) == key:
+                    return  # handed back by an earlier call, unchanged since
+                seen[name] = key
             if info.st_size > left[0]:
                 items.append({"kind": kind, "name": name, "skipped": "over the limit", "size": info.st_size})
                 return
@@ -590,6 +747,8 @@ def _collect(budget, seen=None):
                         walk(inner, name + "/", depth + 1, kind)
                     finally:
                         os.close(inner)
+                elif depth < 8:
+                    items.append({"kind": kind, "name": name + "/", "skipped": "a folder that cannot be read"})
             else:
                 take(kind, name, entry.name, folder)
 
@@ -646,9 +805,17 @@ def _oom_killed():
     return False
 
 
-def _fork(child, child_fds, parent_fds):
-    """Forks the process that runs the program, with its stdout and stderr on fresh pipes.
-    The child closes `parent_fds` and runs `child()` (which never returns); the parent closes
+# The program's uid and the supervisor's (argv), and the environment block exec left.
+_IDS = {}
+
+
+def _fork(child, stdin, child_fds, parent_fds):
+    """Forks the process that runs the program, with `stdin` as its fd 0 (never the
+    container's stdin, which carries the token) and its stdout and stderr on fresh pipes, and
+    gives each process its own uid: the child the program's, with no capability at all; this
+    process the supervisor's, keeping only KILL. Both happen before the child runs anything
+    of the environment's packages or the supervisor reads anything of the call. The child
+    closes `parent_fds` and runs `child()` (which never returns); the parent closes
     `child_fds` and gets (pid, stdout's read end, stderr's read end) to relay."""
     import _signal as signal
 
@@ -658,15 +825,33 @@ def _fork(child, child_fds, parent_fds):
     if pid == 0:
         try:
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            os.dup2(stdin, 0)
             os.dup2(out_write, 1)
             os.dup2(err_write, 2)
-            for fd in parent_fds + (out_read, out_write, err_read, err_write):
+            for fd in parent_fds + (stdin, out_read, out_write, err_read, err_write):
                 os.close(fd)
+            try:
+                _become(_IDS["program"], 0)
+            except Exception as error:
+                _write_all(2, b"pyexec runner: the program cannot get a uid of its own: %r\n" % (error,))
+                os._exit(70)
+            try:
+                os.mkdir(_OUTPUTS, 0o755)  # where a program leaves the files it gives back
+            except OSError:
+                pass
             child()
         finally:
             os._exit(70)
-    for fd in child_fds + (out_write, err_write):
+    for fd in child_fds + (stdin, out_write, err_write):
         os.close(fd)
+    try:
+        _become(_IDS["supervisor"], 1 << _CAP_KILL)
+    except Exception as error:
+        os.kill(pid, signal.SIGKILL)
+        _write_all(2, b"pyexec runner: the supervisor cannot drop to a uid of its own: %r\n" % (error,))
+        os._exit(70)
+    _set_dumpable(0)  # a change of uid resets it; said again to be plain
+    _blank_environment(_IDS["environment"])
     return pid, out_read, err_read
 
 
@@ -695,8 +880,11 @@ def _session(idle, exit):
 
     call_read, call_write = os.pipe()
     done_read, done_write = os.pipe()
+    # The container's stdin carries the next calls' payloads: never the program's.
+    null = os.open("/dev/null", os.O_RDONLY)
     pid, out_read, err_read = _fork(
         lambda: _session_child(call_read, done_write, exit),
+        null,
         (call_read, done_write),
         (call_write, done_read),
     )
@@ -722,8 +910,16 @@ def _session(idle, exit):
     while True:
         # Between calls: hold what a background thread writes, wait for the next header.
         idle_until = time.monotonic() + idle
+        last = time.monotonic()
         while True:
-            left = idle_until - time.monotonic()
+            now = time.monotonic()
+            if now - last > 2.0:
+                # A gap no poll below allows: the server froze the container between calls
+                # (the engine's pause). Frozen time is not idleness; the server keeps its own
+                # idle limit, and thaws the container for the next call.
+                idle_until += now - last
+            last = now
+            left = idle_until - now
             if left <= 0:
                 exit(_NO_PAYLOAD)
             first = None
@@ -870,32 +1066,48 @@ def _session(idle, exit):
             exit(status)
 
 
+def _pump(source, sink):
+    """Copies `source` to `sink` until either ends, then closes `sink` (the program's stdin
+    sees EOF)."""
+    try:
+        while True:
+            data = os.read(source, 65536)
+            if not data:
+                break
+            _write_all(sink, data)
+    except OSError:
+        pass  # the program is gone, or stopped reading
+    finally:
+        os.close(sink)
+
+
 def _supervise():
     import _signal as signal  # the C module: `signal` imports enum, ~8 ms at start
 
     _set_dumpable(0)
     exit = os._exit
+    # Before anything touches the environment: exec's block of it, blanked once forked.
+    _IDS["environment"] = _environment_block()
+    _IDS["program"], _IDS["supervisor"] = int(sys.argv[2]), int(sys.argv[3])
     # Podman adds these to every container; the server sets neither, so on any engine the
     # program sees exactly the environment the server gave.
     for name in ("container", "TERM"):
         os.environ.pop(name, None)
     # PID 1 gets only the signals it handles: SIGINT must not raise in here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if len(sys.argv) > 1:
-        _keep_deadline(int(sys.argv[1]), exit)
-    try:
-        os.mkdir(_OUTPUTS, 0o755)  # where a program leaves the files it wants to give back
-    except OSError:
-        pass
-    if len(sys.argv) > 3 and sys.argv[2] == "session":
-        _session(int(sys.argv[3]), exit)
+    _keep_deadline(int(sys.argv[1]), exit)
+    if len(sys.argv) > 5 and sys.argv[4] == "session":
+        _session(int(sys.argv[5]), exit)
     code_read, code_write = os.pipe()
+    # The program's stdin: what follows the code on the container's, copied once the
+    # supervisor has read the header (the token) and the code.
+    stdin_read, stdin_write = os.pipe()
 
     def child():
         signal.signal(signal.SIGINT, signal.default_int_handler)
         _child(code_read, exit)
 
-    pid, out_read, err_read = _fork(child, (code_read,), (code_write,))
+    pid, out_read, err_read = _fork(child, stdin_read, (code_read,), (code_write, stdin_write))
     header = _read_header()
     if header is None:
         _write_all(2, b"pyexec runner: no payload received\n")
@@ -906,6 +1118,9 @@ def _supervise():
     except OSError:
         pass  # the child is gone already; its status says why
     os.close(code_write)
+    import _thread
+
+    _thread.start_new_thread(_pump, (0, stdin_write))
     status = _relay(pid, {out_read: 1, err_read: 2})
     bundle = b""
     if budget > 0:

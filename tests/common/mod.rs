@@ -67,6 +67,11 @@ pub fn sweep(instance: &str) {
         .map(String::from)
         .collect();
     if !ids.is_empty() {
+        // Sessions are paused between calls, and gVisor cannot kill a paused sandbox.
+        let _ = std::process::Command::new("docker")
+            .arg("unpause")
+            .args(&ids)
+            .output();
         let _ = std::process::Command::new("docker")
             .args(["rm", "--force"])
             .args(&ids)
@@ -319,3 +324,75 @@ os.makedirs("/tmp/outputs", exist_ok=True)
 with open("/tmp/outputs/result.txt", "w") as f:
     f.write("a file, so the supervisor collects")
 "#;
+
+/// What a program tries against its supervisor (PID 1), each attempt reported on one line:
+/// its descriptors (the container's stdin carries the call's header and token; under gVisor a
+/// process of the supervisor's uid could open them whatever its dumpability), its environment,
+/// its memory, and signals. Plus who each of them is.
+pub const SUPERVISOR_PROBE: &str = r#"
+import os, signal
+def status(pid):
+    fields = dict(l.split(':', 1) for l in open('/proc/%s/status' % pid) if ':' in l)
+    return fields['Uid'].split()[0], fields['CapEff'].strip(), fields['CapPrm'].strip(), fields['CapBnd'].strip()
+me, init = status('self'), status(1)
+print('program', me[0], 'caps', *me[1:])
+print('distinct', me[0] != init[0], init[0] != '0')
+for fd in (0, 1, 2):
+    for mode, name in ((os.O_RDONLY, 'read'), (os.O_WRONLY, 'write')):
+        try:
+            os.close(os.open('/proc/1/fd/%d' % fd, mode | os.O_NONBLOCK))
+            print('OPENED fd', fd, name)
+        except OSError as error:
+            print('fd', fd, name, 'refused', error.errno)
+try:
+    print('fd list', os.listdir('/proc/1/fd'))
+except OSError as error:
+    print('fd list refused', error.errno)
+try:
+    environ = open('/proc/1/environ', 'rb').read()
+    print('environ', 'READ' if b'=' in environ else 'blank', len(environ))
+except OSError as error:
+    print('environ refused', error.errno)
+try:
+    open('/proc/1/mem', 'rb').read(1)
+    print('mem READ')
+except OSError as error:
+    print('mem refused', error.errno)
+for sig in (signal.SIGALRM, signal.SIGTERM, signal.SIGKILL, signal.SIGSTOP):
+    try:
+        os.kill(1, sig)
+        print('SIGNALLED', int(sig))
+    except OSError as error:
+        print('signal', int(sig), 'refused', error.errno)
+"#;
+
+/// The supervisor's answer to [`SUPERVISOR_PROBE`]: another uid than the program's (which has
+/// no capability, bounding set included), none of its descriptors open to the program under
+/// any runtime (gVisor lists their numbers), its environment unreadable (runc) or blanked
+/// (gVisor shows /proc/1/environ to every uid), its memory closed, no signal delivered.
+pub fn assert_supervisor_out_of_reach(stdout: &str) {
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.len() >= 13, "{stdout}");
+    let program: Vec<&str> = lines[0].split_whitespace().collect();
+    assert!(is_call_uid(program[1].parse().unwrap()), "{stdout}");
+    assert_eq!(
+        program[3..],
+        ["0000000000000000"; 3],
+        "no capability in the program: {stdout}"
+    );
+    assert_eq!(lines[1], "distinct True True", "{stdout}");
+    assert!(!stdout.contains("OPENED"), "{stdout}");
+    // gVisor lists the descriptors' numbers (the folder is 0555 there), and opens none.
+    assert!(stdout.contains("fd list refused") || gvisor(), "{stdout}");
+    assert!(
+        stdout.contains("environ refused") || stdout.contains("environ blank"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("mem refused"), "{stdout}");
+    assert!(!stdout.contains("SIGNALLED"), "{stdout}");
+    assert_eq!(
+        stdout.matches("refused 1\n").count(),
+        4,
+        "EPERM for each signal: {stdout}"
+    );
+}
