@@ -108,6 +108,12 @@ pub struct SandboxArgs {
     #[arg(long, global = true, env = "PYEXEC_OUTPUT_DIR", value_name = "DIR")]
     pub output_dir: Option<std::path::PathBuf>,
 
+    /// Most the call folders under --output-dir may hold together (1m-1024g); the oldest are
+    /// removed first to make room
+    #[arg(long, global = true, env = "PYEXEC_OUTPUT_DIR_MAX", default_value = "1g",
+          value_parser = store_size)]
+    pub output_dir_max: u64,
+
     /// Host folder mounted read-only at /workspace in every execution, so code can read your
     /// data (default: none; never /, your home itself or a folder holding the Docker socket)
     #[arg(long, global = true, env = "PYEXEC_WORKSPACE", value_name = "DIR")]
@@ -117,6 +123,12 @@ pub struct SandboxArgs {
     #[arg(long, global = true, env = "PYEXEC_MAX_SESSIONS", default_value_t = 4,
           value_parser = clap::value_parser!(u64).range(0..=64))]
     pub max_sessions: u64,
+
+    /// Sessions one HTTP token may have open at once (1-64), so no token takes every place;
+    /// on stdio only --max-sessions counts
+    #[arg(long, global = true, env = "PYEXEC_MAX_SESSIONS_PER_TOKEN", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_sessions_per_token: u64,
 
     /// A session with no call for this long is closed: seconds, or with s, m or h (5s-24h)
     #[arg(long, global = true, env = "PYEXEC_SESSION_IDLE", default_value = "10m",
@@ -183,6 +195,11 @@ pub struct EnvironmentArgs {
     /// Allow source distributions (runs their build code at install time); wheels only if unset
     #[arg(long, global = true, env = "PYEXEC_ALLOW_SDIST")]
     pub allow_sdist: bool,
+
+    /// Turn install_packages off: the tool is not listed and a call to it is refused
+    /// (PREINSTALLED_PACKAGES, the operator's own, still install at start)
+    #[arg(long, global = true, env = "PYEXEC_NO_INSTALL")]
+    pub no_install: bool,
 
     /// Layers stacked before the environment is rebuilt from the base in one layer (1-100)
     #[arg(long, global = true, env = "PYEXEC_MAX_LAYERS", default_value_t = 20,
@@ -482,6 +499,8 @@ pub struct EnvironmentConfig {
     pub install_network: String,
     /// Whether sdists may be built.
     pub allow_sdist: bool,
+    /// Whether clients may install (`install_packages`); `--no-install` turns it off.
+    pub installs: bool,
     /// Layers before a rebuild from the base.
     pub max_layers: u32,
     /// pip and proxy variables for the install container.
@@ -541,6 +560,7 @@ impl EnvironmentArgs {
             install_timeout: Duration::from_secs(self.install_timeout),
             install_network: self.install_network.clone(),
             allow_sdist: self.allow_sdist,
+            installs: !self.no_install,
             max_layers: self.max_layers,
             pip_env,
             pip_cert,
@@ -610,6 +630,8 @@ pub struct OutputConfig {
     pub max_files_bytes: usize,
     /// Where each call's files and full output are also saved, when set.
     pub output_dir: Option<std::path::PathBuf>,
+    /// Most the call folders under `output_dir` hold together, in bytes.
+    pub output_dir_max: u64,
 }
 
 /// Everything the sandbox needs to know, validated.
@@ -644,6 +666,8 @@ pub struct SandboxConfig {
 pub struct SessionConfig {
     /// Sessions open at once; 0 turns sessions off.
     pub max: usize,
+    /// Sessions one owner (an HTTP token) may have open at once.
+    pub max_per_owner: usize,
     /// Time without a call after which a session is closed.
     pub idle: Duration,
     /// Time after its creation at which a session is closed.
@@ -699,6 +723,7 @@ impl SandboxArgs {
                     Some(dir) => Some(output_dir(dir)?),
                     None => None,
                 },
+                output_dir_max: self.output_dir_max,
             },
             workspace: match &self.workspace {
                 Some(dir) => Some(workspace(dir, &docker_sockets(), home().as_deref())?),
@@ -706,6 +731,7 @@ impl SandboxArgs {
             },
             sessions: SessionConfig {
                 max: self.max_sessions as usize,
+                max_per_owner: self.max_sessions_per_token as usize,
                 idle: Duration::from_secs(self.session_idle),
                 max_age: Duration::from_secs(self.session_max_age),
             },
@@ -715,12 +741,18 @@ impl SandboxArgs {
 
 /// Creates the output folder if needed; refuses one that cannot be made or is not a folder.
 fn output_dir(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        anyhow::anyhow!(
-            "--output-dir (PYEXEC_OUTPUT_DIR) {}: {e}; name a folder this user can write",
-            dir.display()
-        )
-    })?;
+    use std::os::unix::fs::DirBuilderExt;
+    // Made private to this user if it does not exist (an existing folder keeps its mode).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--output-dir (PYEXEC_OUTPUT_DIR) {}: {e}; name a folder this user can write",
+                dir.display()
+            )
+        })?;
     dir.canonicalize()
         .map_err(|e| anyhow::anyhow!("--output-dir (PYEXEC_OUTPUT_DIR) {}: {e}", dir.display()))
 }

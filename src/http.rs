@@ -29,9 +29,27 @@ use crate::server::PythonExecutor;
 /// Where `--http` binds when given without an address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8808";
 
-/// The tokens that may call the server (empty only with `--http-insecure-no-auth`).
+/// The tokens that may call the server (empty only with `--http-insecure-no-auth`), each
+/// with what it may do beyond running code.
 #[derive(Default)]
-pub struct Tokens(Vec<Vec<u8>>);
+pub struct Tokens(Vec<Token>);
+
+/// One accepted token.
+struct Token {
+    secret: Vec<u8>,
+    /// May call `install_packages`: the environment it changes is every token's.
+    may_install: bool,
+}
+
+/// What a token may do beyond running code, once accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grants {
+    /// `install_packages`.
+    pub install: bool,
+}
+
+/// The permission a tokens file line may give after its token.
+const INSTALL_GRANT: &str = "install";
 
 /// Shows how many tokens there are, never the tokens.
 impl std::fmt::Debug for Tokens {
@@ -41,14 +59,17 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// Tokens from a file: one per line; blank lines and `#` comments are skipped.
+    /// Tokens from a file: one per line, optionally followed by the permissions it has
+    /// (`install`: it may call install_packages); blank lines and `#` comments are skipped.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut tokens = Vec::new();
         for (number, line) in text.lines().enumerate() {
-            let token = line.trim();
-            if token.is_empty() || token.starts_with('#') {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
                 continue;
             }
+            let mut words = line.split_ascii_whitespace();
+            let token = words.next().unwrap_or_default();
             if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(format!(
                     "line {}: a token must be at least 16 characters with no spaces \
@@ -56,20 +77,37 @@ impl Tokens {
                     number + 1
                 ));
             }
-            tokens.push(token.as_bytes().to_vec());
+            let mut may_install = false;
+            for word in words {
+                if word != INSTALL_GRANT {
+                    // The word is not echoed: a line with a stray space may hold a secret.
+                    return Err(format!(
+                        "line {}: after the token, the only permission a line may give is \
+                         `{INSTALL_GRANT}` (it may call install_packages)",
+                        number + 1
+                    ));
+                }
+                may_install = true;
+            }
+            tokens.push(Token {
+                secret: token.as_bytes().to_vec(),
+                may_install,
+            });
         }
         Ok(Self(tokens))
     }
 
-    /// One token (`PYEXEC_HTTP_TOKEN`).
+    /// One token (`PYEXEC_HTTP_TOKEN`): one tenant, who may install.
     pub fn single(token: &str) -> Result<Self, String> {
-        Self::parse(token).and_then(|t| {
-            if t.0.len() == 1 {
-                Ok(t)
-            } else {
-                Err("PYEXEC_HTTP_TOKEN must hold exactly one token".to_string())
-            }
-        })
+        let token = token.trim();
+        if token.split_ascii_whitespace().count() != 1 {
+            return Err("PYEXEC_HTTP_TOKEN must hold exactly one token".to_string());
+        }
+        let mut tokens = Self::parse(token)?;
+        for token in &mut tokens.0 {
+            token.may_install = true;
+        }
+        Ok(tokens)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,11 +116,22 @@ impl Tokens {
 
     /// Whether `presented` is one of the tokens; every token is compared, in constant time.
     pub fn accepts(&self, presented: &[u8]) -> bool {
+        self.grants(presented).is_some()
+    }
+
+    /// What `presented` may do, if it is one of the tokens; every token is compared, in
+    /// constant time.
+    pub fn grants(&self, presented: &[u8]) -> Option<Grants> {
         let mut found = subtle::Choice::from(0);
+        let mut install = subtle::Choice::from(0);
         for token in &self.0 {
-            found |= token.as_slice().ct_eq(presented);
+            let same = token.secret.as_slice().ct_eq(presented);
+            found |= same;
+            install |= same & subtle::Choice::from(u8::from(token.may_install));
         }
-        found.into()
+        bool::from(found).then(|| Grants {
+            install: install.into(),
+        })
     }
 }
 
@@ -202,15 +251,16 @@ pub async fn run(
 }
 
 /// Who presented an accepted token: a digest of it (never the token), which owns the
-/// sessions made with it. Put in the request's extensions for the tools.
+/// sessions made with it, and what the token may do. Put in the request's extensions for the
+/// tools.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenOwner(pub String);
+pub struct TokenOwner(pub String, pub Grants);
 
 impl TokenOwner {
-    fn of(token: &[u8]) -> Self {
+    fn of(token: &[u8], grants: Grants) -> Self {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(token);
-        Self(digest.iter().map(|b| format!("{b:02x}")).collect())
+        Self(digest.iter().map(|b| format!("{b:02x}")).collect(), grants)
     }
 }
 
@@ -224,14 +274,15 @@ async fn require_token(
         return next.run(request).await;
     };
     let presented = bearer(request.headers());
-    let accepted =
-        presented.is_some_and(|p| tokens.read().unwrap_or_else(|e| e.into_inner()).accepts(p));
-    let owner = presented.filter(|_| accepted).map(TokenOwner::of);
+    let grants = presented.and_then(|p| tokens.read().unwrap_or_else(|e| e.into_inner()).grants(p));
+    let owner = presented
+        .zip(grants)
+        .map(|(presented, grants)| TokenOwner::of(presented, grants));
     let mut request = request;
     if let Some(owner) = owner {
         request.extensions_mut().insert(owner);
     }
-    if !accepted {
+    if grants.is_none() {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -390,12 +441,34 @@ mod tests {
         assert!(!tokens.accepts(b""));
         assert!(Tokens::parse("short\n").unwrap_err().contains("line 1"));
         assert!(Tokens::parse("has a space in it 0123456789\n").is_err());
+        let error = Tokens::parse("alice-0123456789abcdef sEcReT-half\n").unwrap_err();
+        assert!(!error.contains("sEcReT"), "never echoed: {error}");
         assert!(Tokens::single("a-0123456789abcdef\nb-0123456789abcdef").is_err());
         assert_eq!(
             format!("{tokens:?}"),
             "Tokens(2 configured)",
             "never the tokens"
         );
+    }
+
+    #[test]
+    fn a_token_may_install_only_when_its_line_says_so_or_it_is_the_only_one() {
+        let tokens = Tokens::parse(
+            "alice-0123456789abcdef install\nbob-0123456789abcdef\ncarol-0123456789abcdef  install  install\n",
+        )
+        .unwrap();
+        let may = |t: &str| tokens.grants(t.as_bytes()).map(|g| g.install);
+        assert_eq!(may("alice-0123456789abcdef"), Some(true));
+        assert_eq!(may("bob-0123456789abcdef"), Some(false));
+        assert_eq!(may("carol-0123456789abcdef"), Some(true));
+        assert_eq!(may("install"), None, "a permission is not a token");
+        assert_eq!(may("mallory-0123456789abcdef"), None);
+        let single = Tokens::single("solo-0123456789abcdef").unwrap();
+        assert_eq!(
+            single.grants(b"solo-0123456789abcdef"),
+            Some(Grants { install: true })
+        );
+        assert!(Tokens::single("solo-0123456789abcdef install").is_err());
     }
 
     #[test]

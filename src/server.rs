@@ -188,6 +188,9 @@ impl PythonExecutor {
             tool_router.map.remove("create_session");
             tool_router.map.remove("close_session");
         }
+        if !environment.config().installs {
+            tool_router.map.remove("install_packages");
+        }
         if let Some(route) = tool_router.map.get_mut("execute_python") {
             route.attr.description = Some(execute_description(sandbox.config()).into());
             route.attr.output_schema = Some(Arc::new(
@@ -565,8 +568,15 @@ impl PythonExecutor {
         Parameters(args): Parameters<InstallPackagesArgs>,
         meta: RequestMetaObject,
         peer: Peer<RoleServer>,
+        extensions: rmcp::model::Extensions,
         cancel: CancellationToken,
     ) -> Result<CallToolResult, ErrorData> {
+        if grants_of(&extensions).is_some_and(|grants| !grants.install) {
+            tracing::info!("install_packages refused: the token has no install permission");
+            return Ok(CallToolResult::error(vec![ContentBlock::text(
+                INSTALL_NOT_GRANTED,
+            )]));
+        }
         let progress = PipProgress::new(self.notifier(&meta, peer));
         let on_line = |line: &str| progress.forwarder.line(line);
         let installed = self
@@ -620,6 +630,28 @@ fn owner_of(extensions: &rmcp::model::Extensions) -> Option<String> {
         .and_then(|parts| parts.extensions.get::<crate::http::TokenOwner>())
         .map(|owner| owner.0.clone())
 }
+
+/// What the call's token may do beyond running code; `None` on stdio and without
+/// authentication (one user: everything).
+fn grants_of(extensions: &rmcp::model::Extensions) -> Option<crate::http::Grants> {
+    extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<crate::http::TokenOwner>())
+        .map(|owner| owner.1)
+}
+
+/// The answer to install_packages from a token without the permission.
+const INSTALL_NOT_GRANTED: &str = "install_packages is not allowed for your token: every \
+     caller of this server runs code in the environment it would change, so installs are \
+     given per token\n\
+     hint: use the packages already installed (list_packages), or ask the server's operator \
+     to add `install` after your token in the tokens file (--http-tokens)";
+
+/// The answer to install_packages on a server started with `--no-install`.
+const INSTALLS_OFF: &str = "install_packages is turned off on this server (--no-install / \
+     PYEXEC_NO_INSTALL)\n\
+     hint: use the packages already installed (list_packages); the operator chooses them \
+     with PREINSTALLED_PACKAGES";
 
 /// The HTTP session a call came in on (`Mcp-Session-Id`), or `stdio`.
 fn session_of(extensions: &rmcp::model::Extensions) -> String {
@@ -737,6 +769,20 @@ impl Logger {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for PythonExecutor {
+    /// The router's dispatch, except that install_packages on a server without installs (it
+    /// is not listed there) is answered with the reason rather than as an unknown tool.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: rmcp::service::RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        if request.name == "install_packages" && !self.environment.config().installs {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(INSTALLS_OFF)]).into());
+        }
+        let call = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        self.tool_router.call(call).await
+    }
+
     /// `logging/setLevel`: later log notifications below `level` are not sent. (The MCP
     /// Inspector sends it at connect, since the server declares logging.)
     #[allow(deprecated)]

@@ -474,6 +474,130 @@ async fn a_session_is_unknown_to_every_token_but_the_one_that_created_it() {
     common::assert_no_containers(&sandbox).await;
 }
 
+/// Over HTTP the environment is every token's, so installs are given per token (`install`
+/// after it in the tokens file), and no token can take every session place: a token at
+/// `--max-sessions-per-token` is refused while another token can still open one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_installs_and_session_places_are_given_per_token() {
+    let (sandbox, environment, _cleanup) = common::environment_with(&[
+        "--timeout",
+        "10",
+        "--max-sessions",
+        "4",
+        "--max-sessions-per-token",
+        "1",
+    ]);
+    let alice = "alice-token-0123456789abcdef";
+    let bob = "bob-token-0123456789abcdef00";
+    let tokens = std::env::temp_dir().join(format!("pyexec-tokens-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&tokens, format!("{alice} install\n{bob}\n")).unwrap();
+    let flags = HttpFlags::try_parse_from([
+        "x",
+        "--http",
+        "127.0.0.1:0",
+        "--http-tokens",
+        tokens.to_str().unwrap(),
+    ])
+    .unwrap();
+    let settings = flags.http.resolve(1 << 20).unwrap().unwrap();
+    let listener = mcp_python_executor::http::bind(&settings).await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serving::http(
+        listener,
+        settings,
+        sandbox.clone(),
+        environment,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = |token: &str| {
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(url.clone())
+                .auth_header(token.to_string()),
+        );
+        ().serve(transport)
+    };
+    let (alices, bobs) = (client(alice).await.unwrap(), client(bob).await.unwrap());
+
+    let refused = tool(&bobs, "install_packages", json!({"packages": ["six"]})).await;
+    assert_eq!(refused.is_error, Some(true));
+    assert!(
+        text(&refused).contains("not allowed for your token")
+            && text(&refused).contains("`install` after your token"),
+        "{}",
+        text(&refused)
+    );
+    // Alice passes the permission: her (invalid) spec is what is refused.
+    let params = CallToolRequestParams::new("install_packages").with_arguments(
+        json!({"packages": ["--index-url=x"]})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let hers = match alices.call_tool(params).await {
+        Ok(result) => text(&result),
+        Err(error) => error.to_string(),
+    };
+    assert!(!hers.contains("not allowed"), "{hers}");
+    assert!(hers.contains("--index-url"), "{hers}");
+
+    let first = tool(&alices, "create_session", json!({})).await;
+    assert_eq!(first.is_error, Some(false), "{}", text(&first));
+    let second = tool(&alices, "create_session", json!({})).await;
+    assert_eq!(second.is_error, Some(true));
+    assert!(
+        text(&second).contains("--max-sessions-per-token"),
+        "{}",
+        text(&second)
+    );
+    let bobs_own = tool(&bobs, "create_session", json!({})).await;
+    assert_eq!(bobs_own.is_error, Some(false), "{}", text(&bobs_own));
+    assert_eq!(sandbox.open_sessions(), 2);
+
+    for c in [alices, bobs] {
+        c.cancel().await.unwrap();
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    std::fs::remove_file(&tokens).unwrap();
+    common::assert_no_containers(&sandbox).await;
+}
+
+/// `--no-install`: install_packages is not listed, and a client that calls it anyway is
+/// told why, with what it can do instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_install_the_tool_is_unlisted_and_refused_with_the_reason() {
+    let command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-python-executor"))
+        .configure(|cmd| {
+            cmd.env("PYEXEC_NO_INSTALL", "true")
+                .env("PYEXEC_POOL_SIZE", "0")
+                .stderr(std::process::Stdio::null());
+        });
+    let client = ().serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
+    let names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(
+        !names.contains(&"install_packages".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"execute_python".to_string()), "{names:?}");
+    let refused = tool(&client, "install_packages", json!({"packages": ["six"]})).await;
+    assert_eq!(refused.is_error, Some(true));
+    assert!(
+        text(&refused).contains("--no-install") && text(&refused).contains("list_packages"),
+        "{}",
+        text(&refused)
+    );
+    client.cancel().await.unwrap();
+}
+
 /// Reads the server's answers until `count` with an id of 2 or more have come (ids 0 and 1
 /// are the handshake's), each within 60 s.
 async fn answers_from(
