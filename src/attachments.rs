@@ -8,7 +8,7 @@
 //! a folder this call created, with files that must not exist yet.
 
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -101,7 +101,7 @@ pub fn render(
         content.push(ContentBlock::text(line));
     }
     if let Some(dir) = &config.output_dir {
-        match save(dir, &files, output) {
+        match save(dir, &files, output, config.output_dir_max) {
             Ok(links) => content.extend(links),
             Err(error) => content.push(ContentBlock::text(format!(
                 "note: the files could not be saved under {}: {error}",
@@ -426,80 +426,59 @@ pub fn safe_name(name: &str) -> String {
 }
 
 /// Saves the call's files under `<dir>/<call>/files/` and its output as `stdout.txt` and
-/// `stderr.txt`, and returns a link to each. Nothing is written outside the call's new
-/// folder, and nothing that exists is overwritten.
+/// `stderr.txt` (`saved`: a new folder, private to this user, the whole folder within
+/// `--output-dir-max`), and returns a link to each, with a note for what did not fit.
 fn save(
     dir: &Path,
     files: &[ReturnedFile],
     (stdout, stderr): (&str, &str),
+    max: u64,
 ) -> std::io::Result<Vec<ContentBlock>> {
     if files.is_empty() && stdout.is_empty() && stderr.is_empty() {
         return Ok(Vec::new());
     }
-    let call = dir.join(call_id());
-    std::fs::create_dir(&call)?;
-    let mut links = Vec::new();
+    let mut items = Vec::new();
     for (name, text) in [("stdout.txt", stdout), ("stderr.txt", stderr)] {
         if !text.is_empty() {
-            let path = create_new(&call, name, text.as_bytes())?;
-            links.push(link(&path, name, "text/plain", text.len()));
+            items.push(crate::saved::Item {
+                name: name.to_string(),
+                bytes: text.as_bytes(),
+                mime: "text/plain",
+                shown: name.to_string(),
+            });
         }
     }
-    if !files.is_empty() {
-        let folder = call.join("files");
-        std::fs::create_dir(&folder)?;
-        for file in files {
-            let path = create_new(&folder, &safe_name(&file.name), &file.bytes)?;
-            links.push(link(&path, &file.name, mime_type(file), file.bytes.len()));
-        }
+    for file in files {
+        items.push(crate::saved::Item {
+            name: format!("files/{}", safe_name(&file.name)),
+            bytes: &file.bytes,
+            mime: mime_type(file),
+            shown: file.name.clone(),
+        });
     }
-    Ok(links)
-}
-
-/// A folder name for one call: sortable by time, unique.
-fn call_id() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("call-{secs}-{}", &random[..8])
-}
-
-/// Writes a new file in `folder` (never following a link, never replacing a file); a name
-/// taken already gets a number.
-fn create_new(folder: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    for attempt in 1..=100 {
-        let candidate = if attempt == 1 {
-            name.to_string()
-        } else {
-            match name.rsplit_once('.') {
-                Some((stem, extension)) if !stem.is_empty() => {
-                    format!("{stem}-{attempt}.{extension}")
-                }
-                _ => format!("{name}-{attempt}"),
-            }
-        };
-        let path = folder.join(&candidate);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
-            Ok(mut created) => {
-                created.write_all(bytes)?;
-                return Ok(path);
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(error) => return Err(error),
-        }
+    let saved = crate::saved::save(dir, &items, max)?;
+    let mut content: Vec<ContentBlock> = saved
+        .paths
+        .iter()
+        .map(|(index, path)| {
+            let item = &items[*index];
+            link(path, &item.shown, item.mime, item.bytes.len())
+        })
+        .collect();
+    if !saved.left_out.is_empty() {
+        let names: Vec<&str> = saved
+            .left_out
+            .iter()
+            .map(|&index| items[index].shown.as_str())
+            .collect();
+        content.push(ContentBlock::text(format!(
+            "note: not saved under {}, larger than --output-dir-max ({} MiB) allows: {}",
+            dir.display(),
+            max >> 20,
+            names.join(", ")
+        )));
     }
-    Err(std::io::Error::other(format!(
-        "too many files named {name}"
-    )))
+    Ok(content)
 }
 
 fn link(path: &Path, name: &str, mime: &str, size: usize) -> ContentBlock {
@@ -531,6 +510,7 @@ mod tests {
             max_image_bytes: 1 << 20,
             max_files_bytes: 10 << 20,
             output_dir: None,
+            output_dir_max: 1 << 30,
         }
     }
 
@@ -789,7 +769,7 @@ mod tests {
             file("sub/x.csv", b"2"),
             file("sub__x.csv", b"3"),
         ];
-        let links = save(&dir, &files, ("out", "")).unwrap();
+        let links = save(&dir, &files, ("out", ""), 1 << 30).unwrap();
         assert_eq!(links.len(), 4);
         let calls: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(calls.len(), 1);

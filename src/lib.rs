@@ -9,6 +9,7 @@
 //!   read under a shared byte budget), at both transports' edge.
 //! - [`listener`]: HTTP's accept loop: connection caps, header timeout, descriptor limit,
 //!   all before authentication.
+//! - [`saved`]: each call's files and output under `--output-dir`, private, the folder bounded.
 //! - [`server`]: the MCP tools: argument structs, descriptions, results as MCP content.
 //! - [`serving`]: what runs while serving (pool, reaper, preinstall) and the stdio and HTTP
 //!   entry points, each taking a shutdown future.
@@ -56,6 +57,7 @@ pub mod metrics;
 pub mod packages;
 pub mod progress;
 pub mod sandbox;
+pub mod saved;
 pub mod server;
 pub mod serving;
 pub mod ssh;

@@ -248,6 +248,7 @@ async fn exec(
     });
     // Like serve: reap what a crashed server left, check the image, learn the environment.
     tracing::debug!(instance = sandbox.instance(), "running one program");
+    sandbox.see_liveness(&environment.config().state_dir);
     sandbox.prepare().await?;
     environment.ensure_loaded().await?;
     let request = ExecutionRequest::new(code).with_input(input);

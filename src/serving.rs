@@ -23,6 +23,7 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(10);
 pub fn start_background(sandbox: &Arc<Sandbox>, environment: &Arc<Environment>) {
     // Executions that arrive before the preinstall is done wait for it.
     environment.expect_preinstall();
+    sandbox.claim_liveness(&environment.config().state_dir);
     let (preparing, installing) = (sandbox.clone(), environment.clone());
     tokio::spawn(async move {
         if let Err(error) = preparing.prepare().await {

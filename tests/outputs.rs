@@ -353,6 +353,74 @@ async fn with_an_output_dir_files_land_in_the_calls_own_folder_and_nowhere_else(
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The finding: 20 calls wrote 236 MB under `--output-dir` in 5.5 s, folders 0755 and files
+/// 0644, nothing ever removed. With `--output-dir-max 50m`, twenty calls of 12 MB each (as
+/// much as an answer can carry within a client's 16 MiB line once base64-encoded) keep
+/// the folder within 50 MiB (the oldest call folders go first), every folder is 0700 and every
+/// file 0600, and what the user keeps there beside the call folders is left alone.
+#[tokio::test]
+async fn the_output_dir_stays_within_its_limit_and_private_to_the_user() {
+    let dir = std::env::temp_dir().join(format!("pyexec-outputs-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let client = server(&[
+        ("PYEXEC_OUTPUT_DIR", dir.to_str().unwrap()),
+        ("PYEXEC_OUTPUT_DIR_MAX", "50m"),
+        ("PYEXEC_MAX_FILES", "16m"),
+    ])
+    .await;
+    let code = "import os\n\
+                for i in range(3):\n    \
+                    open('/tmp/outputs/part%d.bin' % i, 'wb').write(os.urandom(4_000_000))\n\
+                print('wrote 12 MB')";
+    fn walk(path: &std::path::Path, found: &mut Vec<(std::path::PathBuf, std::fs::Metadata)>) {
+        for entry in std::fs::read_dir(path).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                walk(&entry.path(), found);
+            }
+            found.push((entry.path(), meta));
+        }
+    }
+    for round in 0..20 {
+        let result = call(&client, code).await;
+        assert_eq!(result.is_error, Some(false), "{:?}", texts(&result));
+        let mut found = Vec::new();
+        walk(&dir, &mut found);
+        let total: u64 = found
+            .iter()
+            .filter(|(_, m)| m.is_file())
+            .map(|(_, m)| m.len())
+            .sum();
+        assert!(
+            total <= 50 << 20,
+            "round {round}: {} MiB under the output dir",
+            total >> 20
+        );
+        use std::os::unix::fs::PermissionsExt;
+        for (path, meta) in &found {
+            let mode = meta.permissions().mode() & 0o777;
+            if path.ends_with("notes.txt") {
+                continue;
+            }
+            let wanted = if meta.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, wanted, "{}: {mode:o}", path.display());
+        }
+    }
+    let calls = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != "notes.txt")
+        .count();
+    assert_eq!(calls, 4, "four 12 MB calls fit in 50 MiB");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    client.cancel().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn a_flood_then_a_traceback_fits_the_answer_and_ends_with_the_traceback() {
     // Time enough for 200,000 prints under gVisor too.

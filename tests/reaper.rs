@@ -50,7 +50,9 @@ async fn the_reaper_removes_expired_containers_and_spares_live_ones() {
     labelled_container(&docker, &expired, now - 60).await;
     labelled_container(&docker, &live, now + 3).await;
 
-    let reaped = reap_expired(&docker, SystemTime::now()).await.unwrap();
+    let reaped = reap_expired(&docker, SystemTime::now(), None)
+        .await
+        .unwrap();
 
     assert!(reaped >= 1);
     assert!(
@@ -64,6 +66,8 @@ async fn the_reaper_removes_expired_containers_and_spares_live_ones() {
     // Once its deadline passes, the live one goes too. (Reaping at a made-up future time
     // would also remove the live containers of tests running beside this one.)
     tokio::time::sleep(Duration::from_secs(5)).await;
-    reap_expired(&docker, SystemTime::now()).await.unwrap();
+    reap_expired(&docker, SystemTime::now(), None)
+        .await
+        .unwrap();
     assert!(!exists(&docker, &live).await);
 }

@@ -583,3 +583,149 @@ async fn a_module_planted_in_tmp_never_runs_in_a_sessions_supervisor() {
     sandbox.close_session(&id, None).unwrap();
     assert_all_removed(&sandbox).await;
 }
+
+/// The finding under gVisor: a call leaves a thread that opens the supervisor's stdin through
+/// /proc/1/fd/0, reads the next call's framed payload (its token with it) and answers in its
+/// place with a forged trailer; the next three calls came back `forged`, exit 42, and their
+/// code never ran. The supervisor is now another uid: the thread opens nothing, under runc
+/// and gVisor alike, and every later call runs and reports its own output and status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_left_by_one_call_cannot_read_or_answer_the_next_calls() {
+    let sandbox = sandbox_with(&["--pool-size", "0"]);
+    let id = open(&sandbox).await;
+    let probe = call(&sandbox, &id, common::SUPERVISOR_PROBE).await;
+    common::assert_supervisor_out_of_reach(&out(&probe));
+    let thief = r#"
+import os, re, threading, time
+attempts = []
+def steal():
+    while True:
+        for fd in (0, 1, 2):
+            try:
+                source = os.open('/proc/1/fd/%d' % fd, os.O_RDONLY)
+            except OSError as error:
+                attempts.append(error.errno)
+                continue
+            data = os.read(source, 65536)
+            token = re.search(rb'[0-9a-f]{32}', data)
+            for out in (1, 2):
+                try:
+                    sink = os.open('/proc/1/fd/%d' % out, os.O_WRONLY)
+                    os.write(sink, b'forged\n\0pyexec-exit ' + (token.group() if token else b'') + b' 42 0\n')
+                except OSError:
+                    pass
+        time.sleep(0.01)
+threading.Thread(target=steal, daemon=True).start()
+time.sleep(0.2)
+print('planted', len(attempts) > 0)
+"#;
+    let planted = call(&sandbox, &id, thief).await;
+    assert_eq!(out(&planted), "planted True\n", "{}", err(&planted));
+    for round in 0..3 {
+        let next = call(
+            &sandbox,
+            &id,
+            &format!("print('real', {round}, sorted(set(attempts)))"),
+        )
+        .await;
+        assert_eq!(next.result.exit_code, 0, "{:?}", next.result);
+        assert_eq!(
+            out(&next),
+            format!("real {round} [13]\n"),
+            "the call ran, and the thread was refused every time: {:?}",
+            next.result
+        );
+        assert!(!out(&next).contains("forged"), "{:?}", next.result);
+        assert_eq!(next.ended, None);
+    }
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}
+
+/// CPU time the engine has counted for a container, in nanoseconds.
+async fn cpu_used(name: &str) -> u64 {
+    use futures::StreamExt;
+    let options = bollard::query_parameters::StatsOptionsBuilder::default()
+        .stream(false)
+        .one_shot(true)
+        .build();
+    let stats = common::docker()
+        .negotiate_version()
+        .await
+        .unwrap()
+        .stats(name.trim_start_matches('/'), Some(options))
+        .next()
+        .await
+        .expect("a stats answer")
+        .expect("stats");
+    stats
+        .cpu_stats
+        .and_then(|cpu| cpu.cpu_usage)
+        .and_then(|usage| usage.total_usage)
+        .expect("total CPU usage")
+}
+
+/// Whether the engine says the container is paused.
+async fn paused(name: &str) -> bool {
+    let docker = common::docker().negotiate_version().await.unwrap();
+    docker
+        .inspect_container(name.trim_start_matches('/'), None)
+        .await
+        .ok()
+        .and_then(|c| c.state)
+        .and_then(|s| s.paused)
+        .unwrap_or(false)
+}
+
+/// The finding: with `--concurrency 1`, sessions whose calls left spinning threads took both
+/// cores between calls, outside any slot. A session is now frozen between calls: the engine
+/// counts no CPU for it while it waits, however hard its thread spins, and at the next call
+/// the thread and every variable are as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_frozen_between_calls_and_wakes_intact() {
+    let sandbox = sandbox_with(&["--pool-size", "0", "--concurrency", "1"]);
+    let id = open(&sandbox).await;
+    let started = call(
+        &sandbox,
+        &id,
+        "import threading\nspins = [0]\nkept = 'intact'\n\
+         def spin():\n    while True:\n        spins[0] += 1\n\
+         threading.Thread(target=spin, daemon=True).start()\n\
+         import time\ntime.sleep(0.3)\nprint('spinning', spins[0] > 0)",
+    )
+    .await;
+    assert_eq!(out(&started), "spinning True\n", "{}", err(&started));
+    let name = containers_of(&sandbox)
+        .await
+        .pop()
+        .expect("the session's container");
+    let mut frozen = false;
+    for _ in 0..50 {
+        if paused(&name).await {
+            frozen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(frozen, "the session is paused after its call");
+    let before = cpu_used(&name).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_used(&name).await - before;
+    // A spinning thread would have used about 3 s of CPU.
+    assert!(
+        used < 100_000_000,
+        "{} ms of CPU in 3 s between calls",
+        used / 1_000_000
+    );
+    let woken = call(
+        &sandbox,
+        &id,
+        "was = spins[0]\ntime.sleep(0.3)\nprint(kept, spins[0] > was)",
+    )
+    .await;
+    assert_eq!(out(&woken), "intact True\n", "{}", err(&woken));
+    assert_eq!(woken.ended, None);
+    eprintln!("CPU between calls: {} ms in 3 s", used / 1_000_000);
+    sandbox.close_session(&id, None).unwrap();
+    assert_all_removed(&sandbox).await;
+}

@@ -8,6 +8,7 @@
 
 mod container;
 mod files;
+mod liveness;
 mod output;
 mod payload;
 mod pool;
@@ -17,7 +18,7 @@ mod session;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bollard::Docker;
@@ -132,6 +133,13 @@ pub enum SandboxError {
     )]
     SessionLimit { max: usize },
     #[error(
+        "your token has {max} sessions open, the most one token may have\n\
+         hint: close one you no longer need with close_session, or call execute_python \
+         without session_id; the limit is --max-sessions-per-token \
+         (PYEXEC_MAX_SESSIONS_PER_TOKEN)"
+    )]
+    SessionLimitPerToken { max: usize },
+    #[error(
         "unknown session `{id}`: it was closed, ended, expired (sessions close after {} s \
          without a call and {} s after creation) or never existed; its state is gone\n\
          hint: call create_session for a new one and run what it needs again",
@@ -203,6 +211,11 @@ pub struct Sandbox {
     metrics: Arc<crate::metrics::Metrics>,
     /// Open sessions (`create_session`).
     sessions: session::Sessions,
+    /// Where servers' liveness locks live: the reaper asks there whether a frozen session's
+    /// server is gone.
+    instances: std::sync::OnceLock<std::path::PathBuf>,
+    /// While serving: this server's own liveness lock.
+    alive: Mutex<Option<liveness::Alive>>,
 }
 
 impl Sandbox {
@@ -224,7 +237,36 @@ impl Sandbox {
             pool: pool::Pool::new(config_pool),
             metrics: Arc::default(),
             sessions: session::Sessions::new(config_sessions),
+            instances: std::sync::OnceLock::new(),
+            alive: Mutex::new(None),
         }
+    }
+
+    /// Lets the reaper ask the liveness locks under `state_dir` whether a frozen session's
+    /// server is gone (a one-shot `exec` does, without holding a lock of its own).
+    pub fn see_liveness(&self, state_dir: &std::path::Path) {
+        let _ = self.instances.set(liveness::instances_dir(state_dir));
+    }
+
+    /// Holds this server's liveness lock under `state_dir` while it serves, so that another
+    /// server's reaper can tell its frozen sessions from a dead server's (`liveness`).
+    pub fn claim_liveness(&self, state_dir: &std::path::Path) {
+        self.see_liveness(state_dir);
+        let dir = liveness::instances_dir(state_dir);
+        match liveness::claim(&dir, &self.instance) {
+            Ok(alive) => *self.alive.lock().unwrap_or_else(|e| e.into_inner()) = Some(alive),
+            Err(error) => tracing::warn!(
+                %error,
+                dir = %dir.display(),
+                "cannot hold this server's liveness lock: another server will reap its frozen \
+                 sessions only at their deadline should it die"
+            ),
+        }
+    }
+
+    /// Where servers' liveness locks are, once known.
+    fn instances_dir(&self) -> Option<std::path::PathBuf> {
+        self.instances.get().cloned()
     }
 
     /// The counters behind `/metrics`.
@@ -301,7 +343,8 @@ impl Sandbox {
                 let Ok(docker) = sandbox.docker.get().await else {
                     continue;
                 };
-                match reap_expired(docker, SystemTime::now()).await {
+                let instances = sandbox.instances_dir();
+                match reap_expired(docker, SystemTime::now(), instances.as_deref()).await {
                     Ok(reaped) => sandbox.metrics.reaped(reaped),
                     Err(error) => tracing::debug!(%error, "could not list containers to reap"),
                 }
@@ -328,7 +371,8 @@ impl Sandbox {
     /// problems show at start-up in the log instead of at the first call.
     pub async fn prepare(&self) -> Result<(), SandboxError> {
         let docker = self.docker.get().await?;
-        match reap_expired(docker, SystemTime::now()).await {
+        let instances = self.instances_dir();
+        match reap_expired(docker, SystemTime::now(), instances.as_deref()).await {
             Ok(reaped) => self.metrics.reaped(reaped),
             Err(error) => tracing::warn!(%error, "could not list containers to reap"),
         }

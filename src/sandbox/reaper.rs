@@ -8,11 +8,15 @@
 //! warm-pool container (long deadline: it may wait up to the pool's max age) that has exited
 //! with the runner's "no payload" status lost its server, because Docker closes a container's
 //! stdin when the server's attach connection dies. Those go at once, and so do session
-//! containers that exited so (server gone, or idle past `--session-idle`). And a container still
-//! only "created" long after its creation was never going to start: servers start what they
-//! create within a bounded time, so its server died in between.
+//! containers that exited so (server gone, or idle past `--session-idle`). A session container
+//! frozen between calls cannot exit so: it goes once its server is known to be gone
+//! (`liveness`: the server's lock on this machine is free). And a container still only
+//! "created" long after its creation was never going to start: servers start what they create
+//! within a bounded time, so its server died in between. A paused container is unpaused
+//! before it is removed (gVisor cannot kill a paused sandbox).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
@@ -22,7 +26,9 @@ use bollard::query_parameters::ListContainersOptions;
 use super::START_TIMEOUT;
 use super::container::{
     LABEL_DEADLINE, LABEL_OWNER, LABEL_SESSION, LABEL_WARM, NO_PAYLOAD, remove_container,
+    unpause_for_removal,
 };
+use super::liveness;
 
 /// A container created longer ago than this and never started has lost its server (which
 /// gives up on a start after [`START_TIMEOUT`]).
@@ -64,10 +70,13 @@ pub fn deadline(container: &ContainerSummary) -> u64 {
         .unwrap_or(0)
 }
 
-/// Removes every labelled container whose deadline is before `now`; returns how many.
+/// Removes every labelled container whose deadline is before `now`, and the warm and session
+/// containers whose server is known to be gone (see `orphaned`; `instances` is where serving
+/// servers hold their liveness locks); returns how many.
 pub async fn reap_expired(
     docker: &Docker,
     now: SystemTime,
+    instances: Option<&Path>,
 ) -> Result<usize, bollard::errors::Error> {
     let now_secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let mut reaped = 0;
@@ -79,12 +88,25 @@ pub async fn reap_expired(
             .labels
             .as_ref()
             .is_some_and(|l| l.contains_key(LABEL_WARM) || l.contains_key(LABEL_SESSION));
-        let Some(id) = container.id else { continue };
+        let owner_gone = || {
+            let owner = container.labels.as_ref().and_then(|l| l.get(LABEL_OWNER));
+            instances
+                .zip(owner)
+                .is_some_and(|(dir, owner)| liveness::is_gone(dir, owner))
+        };
+        let paused = container.state == Some(bollard::models::ContainerSummaryStateEnum::PAUSED);
+        let Some(id) = container.id.clone() else {
+            continue;
+        };
         if deadline >= now_secs
             && !never_started(container.state.as_ref(), container.created, now_secs)
             && !(waits && orphaned(docker, &id, container.state.as_ref()).await)
+            && !(waits && paused && owner_gone())
         {
             continue;
+        }
+        if paused {
+            unpause_for_removal(docker, &id).await;
         }
         match remove_container(docker, &id).await {
             Ok(()) => reaped += 1,

@@ -14,10 +14,10 @@
 //! [`container_spec`]: super::container_spec
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use bollard::Docker;
 use bollard::container::AttachContainerResults;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -91,8 +91,8 @@ pub struct SessionOutcome {
 pub(super) struct Sessions {
     config: SessionConfig,
     open: Mutex<HashMap<String, Arc<Session>>>,
-    /// Sessions being created: they count against the limit already.
-    starting: AtomicUsize,
+    /// Sessions being created, by owner: they count against the limits already.
+    starting: Mutex<HashMap<Option<String>, usize>>,
 }
 
 /// One open session.
@@ -133,7 +133,7 @@ impl Sessions {
         Self {
             config,
             open: Mutex::new(HashMap::new()),
-            starting: AtomicUsize::new(0),
+            starting: Mutex::new(HashMap::new()),
         }
     }
 
@@ -146,19 +146,34 @@ impl Sessions {
         self.open().len()
     }
 
-    /// A place for one more session, or the limit's error.
-    fn reserve(&self) -> Result<Reservation<'_>, SandboxError> {
+    /// A place for one more session of `owner`, or the limit's error: `--max-sessions` in
+    /// all and, for an HTTP token, `--max-sessions-per-token`.
+    fn reserve(&self, owner: Option<&str>) -> Result<Reservation<'_>, SandboxError> {
         let open = self.open();
         if self.config.max == 0 {
             return Err(SandboxError::SessionsOff);
         }
-        if open.len() + self.starting.load(Ordering::Acquire) >= self.config.max {
+        let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        if open.len() + starting.values().sum::<usize>() >= self.config.max {
             return Err(SandboxError::SessionLimit {
                 max: self.config.max,
             });
         }
-        self.starting.fetch_add(1, Ordering::AcqRel);
-        Ok(Reservation(&self.starting))
+        let owner = owner.map(str::to_string);
+        if owner.is_some() {
+            let own = open.values().filter(|s| s.owner == owner).count()
+                + starting.get(&owner).copied().unwrap_or(0);
+            if own >= self.config.max_per_owner {
+                return Err(SandboxError::SessionLimitPerToken {
+                    max: self.config.max_per_owner,
+                });
+            }
+        }
+        *starting.entry(owner.clone()).or_default() += 1;
+        Ok(Reservation {
+            starting: &self.starting,
+            owner,
+        })
     }
 
     /// The session `id` if it is open and belongs to `owner`: any other case is "unknown",
@@ -214,11 +229,20 @@ impl Sessions {
 }
 
 /// A counted place among the sessions being created; given back when dropped.
-struct Reservation<'a>(&'a AtomicUsize);
+struct Reservation<'a> {
+    starting: &'a Mutex<HashMap<Option<String>, usize>>,
+    owner: Option<String>,
+}
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = starting.get_mut(&self.owner) {
+            *count -= 1;
+            if *count == 0 {
+                starting.remove(&self.owner);
+            }
+        }
     }
 }
 
@@ -287,6 +311,31 @@ impl Conn {
     }
 }
 
+/// Pauses a session's container (the engine's freezer) between calls. A failure is said, not
+/// fatal: the session goes on unfrozen.
+async fn freeze(docker: &Docker, name: &str) {
+    if let Err(error) = docker.pause_container(name).await {
+        tracing::warn!(container = %name, %error, "cannot pause the session between calls");
+    }
+}
+
+/// Unpauses a session's container for a call; one that is running and not paused (its pause
+/// failed) is fine as it is, whatever the engine answered (Docker says 409, Podman 500).
+async fn thaw(docker: &Docker, name: &str) -> Result<(), bollard::errors::Error> {
+    let Err(error) = docker.unpause_container(name).await else {
+        return Ok(());
+    };
+    let state = docker
+        .inspect_container(name, None)
+        .await
+        .ok()
+        .and_then(|c| c.state);
+    match state {
+        Some(state) if state.running == Some(true) && state.paused != Some(true) => Ok(()),
+        _ => Err(error),
+    }
+}
+
 impl Sandbox {
     /// Opens a session: one container, started now, whose interpreter keeps its state between
     /// calls. It counts against the concurrency limit only while it starts (and later while a
@@ -297,12 +346,13 @@ impl Sandbox {
         cancel: &CancellationToken,
     ) -> Result<SessionInfo, SandboxError> {
         self.sessions.expire();
-        let reserved = self.sessions.reserve()?;
+        let reserved = self.sessions.reserve(owner)?;
         let permit = self.acquire(cancel, 0).await?;
         let image = self.current_image();
         let starting = async {
             let docker = self.docker.get().await?;
-            let guard = self.guard(docker, None);
+            let mut guard = self.guard(docker, None);
+            guard.may_be_paused();
             let spec = session_spec(
                 &self.config,
                 &image,
@@ -318,6 +368,8 @@ impl Sandbox {
             _ = cancel.cancelled() => return Err(SandboxError::Cancelled),
             _ = self.stopping.cancelled() => return Err(SandboxError::ShuttingDown),
         };
+        // Frozen until its first call, like between any two calls.
+        freeze(self.docker.get().await?, guard.name()).await;
         drop(permit);
         let id = uuid::Uuid::new_v4().simple().to_string();
         let now = Instant::now();
@@ -403,6 +455,16 @@ impl Sandbox {
             request.encode_session(limits.max_input_bytes, &token, files_budget, limits.timeout)?;
         let image = session.image.clone();
         let started = Instant::now();
+        if let Err(error) = thaw(self.docker.get().await?, &session.name).await {
+            tracing::warn!(container = %session.name, %error, "cannot unpause the session");
+            session.end(SessionEnd::Lost);
+            self.sessions.close(id, SessionEnd::Lost);
+            return Err(SandboxError::Docker(crate::docker::classify(
+                error,
+                "unpause the session's container",
+                &session.name,
+            )));
+        }
         let written = tokio::select! {
             written = async {
                 conn.streams.input.write_all(&payload).await?;
@@ -437,6 +499,7 @@ impl Sandbox {
             // Cancelled: the runner interrupts the call; a task waits for its end (the slot
             // with it) so the session can go on, or ends it if the call does not stop.
             let session = session.clone();
+            let docker = self.docker.get().await?.clone();
             self.cleanup.spawn(async move {
                 let _permit = permit;
                 let _ = conn.streams.input.write_all(INTERRUPT).await;
@@ -447,7 +510,10 @@ impl Sandbox {
                 )
                 .await;
                 match drained {
-                    Ok(Ok(Some(finished))) if !finished.ended => session.touch(),
+                    Ok(Ok(Some(finished))) if !finished.ended => {
+                        session.touch();
+                        freeze(&docker, &session.name).await;
+                    }
                     _ => session.end(SessionEnd::Lost),
                 }
             });
@@ -524,11 +590,23 @@ impl Sandbox {
             Some(why) => {
                 session.end(why);
                 self.sessions.close(id, why);
+                drop(conn);
+                drop(permit);
             }
-            None => session.touch(),
+            None => {
+                session.touch();
+                // Frozen until its next call, so what the program left running uses no CPU
+                // outside a call's slot. The answer does not wait for it; the next call does
+                // (the stream and the slot are held until it is done).
+                let docker = self.docker.get().await?.clone();
+                let name = session.name.clone();
+                self.cleanup.spawn(async move {
+                    freeze(&docker, &name).await;
+                    drop(conn);
+                    drop(permit);
+                });
+            }
         }
-        drop(conn);
-        drop(permit);
         Ok(SessionOutcome {
             result: output.finish(outcome, files_budget),
             ended,
