@@ -595,7 +595,12 @@ fn default_state_dir() -> std::path::PathBuf {
     if let Some(home) = non_empty("HOME") {
         return std::path::Path::new(&home).join(".local/state/mcp-python-executor");
     }
-    std::env::temp_dir().join("mcp-python-executor")
+    // A service account with no home: a folder of this user's own in the shared temporary
+    // directory (named after the uid, so another user cannot have made it first unnoticed:
+    // `private_dir` refuses one that is not this user's).
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    std::env::temp_dir().join(format!("mcp-python-executor-{uid}"))
 }
 
 /// Resource limits applied to every execution container.

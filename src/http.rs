@@ -22,7 +22,9 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::image::Environment;
-use crate::intake::{BODY_TIMEOUT, Intake, MAX_REQUEST_VALUES, Refused, check_values, request_id};
+use crate::intake::{
+    BODY_TIMEOUT, Intake, MAX_REQUEST_VALUES, Refused, SMALL_BODY, check_values, request_id,
+};
 use crate::sandbox::Sandbox;
 use crate::server::PythonExecutor;
 
@@ -293,10 +295,11 @@ async fn require_token(
     next.run(request).await
 }
 
-/// Reads a POST body under the shared byte budget and within [`BODY_TIMEOUT`], refuses one
-/// over `max_body` (413) or with more values than a request may hold (a JSON-RPC error, 400),
-/// and keeps the body's share of the budget until rmcp has taken the message: only so many
-/// bodies are parsed at once, however many token holders send them.
+/// Reads a POST body within [`BODY_TIMEOUT`]: one declared larger than [`SMALL_BODY`] (or
+/// of undeclared length) first waits for its share of the large-body budget (its token's part
+/// of it at most), which it keeps until rmcp has taken the message; refuses one over
+/// `max_body` (413) or with more values than a request may hold (a JSON-RPC error, 400). Only
+/// so many large bodies are parsed at once, and no token's slow bodies stall another token.
 async fn bounded_intake(
     State((intake, max_body)): State<(Intake, usize)>,
     request: Request,
@@ -322,12 +325,22 @@ async fn bounded_intake(
     if declared.is_some_and(|size| size > max_body) {
         return too_large();
     }
-    let share = intake.room_for(declared.unwrap_or(max_body)).await;
+    let owner = request
+        .extensions()
+        .get::<TokenOwner>()
+        .map_or_else(String::new, |owner| owner.0.clone());
     let (parts, body) = request.into_parts();
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, max_body)).await
-    {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return too_large(),
+    let reading = async {
+        let share = match declared {
+            Some(size) if size <= SMALL_BODY => None,
+            size => Some(intake.share(&owner, size.unwrap_or(max_body)).await),
+        };
+        let bytes = axum::body::to_bytes(body, max_body).await;
+        (share, bytes)
+    };
+    let (share, bytes) = match tokio::time::timeout(BODY_TIMEOUT, reading).await {
+        Ok((share, Ok(bytes))) => (share, bytes),
+        Ok((_, Err(_))) => return too_large(),
         Err(_) => {
             return (
                 StatusCode::REQUEST_TIMEOUT,

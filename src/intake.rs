@@ -5,8 +5,9 @@
 //! its bytes on the wire: twelve megabytes of empty strings (`["","",…]`, four million
 //! values) took the server from 14 to 758 MiB. So a message's values are counted first, in a
 //! pass that allocates nothing, and a message with more than [`MAX_REQUEST_VALUES`] is
-//! refused before any tree exists. Over HTTP, bodies are also read under a byte budget shared
-//! by every connection (`Intake`), so only so many are being parsed at once.
+//! refused before any tree exists. Over HTTP, large bodies are also read under a byte budget
+//! shared by every connection, with a part per token (`Intake`), so only so many are being
+//! parsed at once and no token's slow bodies can stall the other tokens' requests.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -14,7 +15,6 @@ use std::time::Duration;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::sandbox::MAX_INPUT_LINES;
 
@@ -125,35 +125,98 @@ impl<'de> Visitor<'de> for Counter<'_> {
     }
 }
 
-/// The bytes of HTTP request bodies being read and parsed at once, across all connections:
-/// a body waits for its share before it is read, and keeps it until rmcp has taken the
-/// message.
+/// Bodies declared this small are read without a share of the budget: what they can hold is
+/// bounded by the connection caps, and a call's code is usually this small.
+pub const SMALL_BODY: usize = 256 << 10;
+
+/// The bytes of large HTTP request bodies being read and parsed at once, across all
+/// connections, and per token. A body takes its whole share before it is read (its declared
+/// length; the largest body's worth when it declares none), waiting for room while others are
+/// parsed, and keeps it until rmcp has taken the message. One token may hold at most the
+/// largest body's worth, so a token whose bodies are slow (or stalled on purpose) holds its
+/// own part only: the other tokens' bodies go on being read.
 #[derive(Debug, Clone)]
 pub struct Intake {
-    bytes: Arc<Semaphore>,
-    /// The budget; a body never asks for more than this.
+    held: Arc<std::sync::Mutex<Held>>,
+    /// Woken whenever a share is given back.
+    released: Arc<tokio::sync::Notify>,
+    /// The budget in all.
     capacity: usize,
+    /// The most one token (owner) may hold.
+    per_owner: usize,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    total: usize,
+    by_owner: std::collections::HashMap<String, usize>,
 }
 
 impl Intake {
-    /// A budget of the largest body (one of the largest parses at a time, or several
-    /// smaller ones), at least 16 MiB.
+    /// A budget of two of the largest bodies (at least 32 MiB), of which one token may hold
+    /// one largest body's worth.
     pub fn for_bodies_up_to(max_body: usize) -> Self {
-        let capacity = max_body.clamp(16 << 20, u32::MAX as usize);
         Self {
-            bytes: Arc::new(Semaphore::new(capacity)),
-            capacity,
+            held: Arc::default(),
+            released: Arc::default(),
+            capacity: (2 * max_body).max(32 << 20),
+            per_owner: max_body.max(SMALL_BODY),
         }
     }
 
-    /// Waits for room for a body of `size` bytes (the whole budget's worth at most).
-    pub async fn room_for(&self, size: usize) -> OwnedSemaphorePermit {
-        let want = size.clamp(1, self.capacity) as u32;
-        self.bytes
-            .clone()
-            .acquire_many_owned(want)
-            .await
-            .expect("the intake semaphore is never closed")
+    /// A share of `size` bytes (at most one token's part) for a body of `owner`'s, once the
+    /// budget and the owner's part have room for all of it at once (never a part of it, so
+    /// bodies waiting for more cannot hold each other up).
+    pub async fn share(&self, owner: &str, size: usize) -> Share {
+        let size = size.min(self.per_owner);
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(share) = self.try_share(owner, size) {
+                return share;
+            }
+            released.await;
+        }
+    }
+
+    fn try_share(&self, owner: &str, size: usize) -> Option<Share> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let own = held.by_owner.get(owner).copied().unwrap_or(0);
+        if held.total + size > self.capacity || own + size > self.per_owner {
+            return None;
+        }
+        held.total += size;
+        *held.by_owner.entry(owner.to_string()).or_default() += size;
+        Some(Share {
+            intake: self.clone(),
+            owner: owner.to_string(),
+            bytes: size,
+        })
+    }
+}
+
+/// One body's share of the budget; given back when dropped.
+#[derive(Debug)]
+pub struct Share {
+    intake: Intake,
+    owner: String,
+    bytes: usize,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        {
+            let mut held = self.intake.held.lock().unwrap_or_else(|e| e.into_inner());
+            held.total -= self.bytes;
+            if let Some(own) = held.by_owner.get_mut(&self.owner) {
+                *own -= self.bytes;
+                if *own == 0 {
+                    held.by_owner.remove(&self.owner);
+                }
+            }
+        }
+        self.intake.released.notify_waiters();
     }
 }
 
@@ -195,6 +258,36 @@ mod tests {
         assert_eq!(request_id(named), Some(json!("abc")));
         assert_eq!(request_id(br#"{"jsonrpc":"2.0","id":7,"result":{"#), None);
         assert_eq!(request_id(b"garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn a_token_holds_its_part_only_and_waiters_get_room_when_it_is_given_back() {
+        let intake = Intake::for_bodies_up_to(20 << 20);
+        assert_eq!((intake.capacity, intake.per_owner), (40 << 20, 20 << 20));
+        let alice = intake.share("alice", 15 << 20).await;
+        assert!(
+            intake.try_share("alice", 6 << 20).is_none(),
+            "her part is taken"
+        );
+        let bob = intake.share("bob", 20 << 20).await;
+        assert!(
+            intake.try_share("carol", 6 << 20).is_none(),
+            "the budget is taken"
+        );
+        let carol = tokio::spawn({
+            let intake = intake.clone();
+            async move { intake.share("carol", 6 << 20).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!carol.is_finished(), "carol waits for room");
+        drop(alice);
+        let carol = tokio::time::timeout(std::time::Duration::from_secs(5), carol)
+            .await
+            .expect("room comes back to a waiter")
+            .unwrap();
+        drop((bob, carol));
+        let held = intake.held.lock().unwrap();
+        assert_eq!((held.total, held.by_owner.len()), (0, 0), "all given back");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   read under a shared byte budget), at both transports' edge.
 //! - [`listener`]: HTTP's accept loop: connection caps, header timeout, descriptor limit,
 //!   all before authentication.
+//! - [`private_dir`]: the state folder and its lock files, this user's only, never through a
+//!   link.
 //! - [`saved`]: each call's files and output under `--output-dir`, private, the folder bounded.
 //! - [`server`]: the MCP tools: argument structs, descriptions, results as MCP content.
 //! - [`serving`]: what runs while serving (pool, reaper, preinstall) and the stdio and HTTP
@@ -55,6 +57,7 @@ pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod packages;
+pub mod private_dir;
 pub mod progress;
 pub mod sandbox;
 pub mod saved;

@@ -3,7 +3,7 @@
 //! connections.
 //!
 //! It owns the open-connection caps (in all, and per peer address: an IPv4 address, an IPv6
-//! /64), the header read timeout (which also ends idle keep-alive connections: hyper starts it
+//! /64), the size of a request head (64 KiB), the header read timeout (which also ends idle keep-alive connections: hyper starts it
 //! whenever a connection waits for a request head), the soft `RLIMIT_NOFILE` raised to the
 //! hard limit, accept errors backed off instead of spun on, and a bounded graceful shutdown.
 //! A connection over a cap is answered `503` at once from the accept loop and closed: no task
@@ -29,6 +29,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// How long the accept loop sleeps after an error such as EMFILE, so descriptors can free up.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The largest request head (request line and headers) hyper reads: what a request carries
+/// into the tools (its headers stay with the call while it waits) is bounded too.
+const MAX_HEAD: usize = 64 << 10;
 
 /// Descriptors kept for everything but HTTP connections (Docker, files, the pool).
 const FD_RESERVE: u64 = 256;
@@ -205,6 +209,7 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {

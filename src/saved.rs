@@ -4,7 +4,8 @@
 //! the folder as a whole bounded by `--output-dir-max`: the oldest call folders are removed
 //! first to make room, and what alone would not fit is left out and said so.
 //!
-//! The total is counted once (the call folders found at the first save) and then kept as calls
+//! What counts is disk, not content: each file and folder as whole 4 KiB blocks (so many tiny
+//! files cannot fill the disk or its inodes under a limit of bytes). The total is counted once (the call folders found at the first save) and then kept as calls
 //! are saved and removed, so a save costs no walk of the whole folder. Only folders named as
 //! this module names them are ever counted or removed: anything else the user keeps there is
 //! left alone.
@@ -23,6 +24,14 @@ struct Ledger {
     dir: Option<PathBuf>,
     calls: VecDeque<(String, u64)>,
     total: u64,
+}
+
+/// What the limit counts for a file or folder: whole 4 KiB blocks, one at least, so that a
+/// thousand one-byte files count as the disk (and inodes) they take, not as a kilobyte.
+const BLOCK: u64 = 4096;
+
+fn on_disk(len: u64) -> u64 {
+    len.div_ceil(BLOCK).max(1) * BLOCK
 }
 
 /// One server's view of its `--output-dir`; saves are serialized through it.
@@ -62,10 +71,11 @@ pub fn save(dir: &Path, items: &[Item<'_>], max: u64) -> std::io::Result<Saved> 
         *ledger = count(dir)?;
     }
     let mut taken = Vec::new();
-    let mut size = 0u64;
+    // The call's folder and its files/ folder.
+    let mut size = 2 * BLOCK;
     let mut left_out = Vec::new();
     for (index, item) in items.iter().enumerate() {
-        let bytes = item.bytes.len() as u64;
+        let bytes = on_disk(item.bytes.len() as u64);
         if size + bytes <= max {
             size += bytes;
             taken.push(index);
@@ -93,7 +103,7 @@ pub fn save(dir: &Path, items: &[Item<'_>], max: u64) -> std::io::Result<Saved> 
     let private = |path: &Path| DirBuilder::new().mode(0o700).create(path);
     private(&folder)?;
     let mut paths = Vec::new();
-    let mut written = 0u64;
+    let mut written = 2 * BLOCK;
     let saving = (|| {
         for &index in &taken {
             let item = &items[index];
@@ -108,7 +118,7 @@ pub fn save(dir: &Path, items: &[Item<'_>], max: u64) -> std::io::Result<Saved> 
                 None => (folder.clone(), item.name.as_str()),
             };
             paths.push((index, create_new(&parent, name, item.bytes)?));
-            written += item.bytes.len() as u64;
+            written += on_disk(item.bytes.len() as u64);
         }
         Ok::<(), std::io::Error>(())
     })();
@@ -157,19 +167,21 @@ fn is_call_folder(name: &str) -> bool {
         && random.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Bytes of the regular files under `path` (two levels at most: files/ and what is in it).
+/// What the limit counts for the folder `path` and what is in it (two levels at most: files/
+/// and what is in it): whole blocks per file and folder, links and the rest one block each.
 fn size_of(path: &Path, depth: usize) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
+        return BLOCK;
     };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
-            Ok(kind) if kind.is_dir() && depth < 2 => size_of(&entry.path(), depth + 1),
-            _ => 0,
-        })
-        .sum()
+    BLOCK
+        + entries
+            .flatten()
+            .map(|entry| match entry.file_type() {
+                Ok(kind) if kind.is_file() => on_disk(entry.metadata().map_or(0, |m| m.len())),
+                Ok(kind) if kind.is_dir() && depth < 2 => size_of(&entry.path(), depth + 1),
+                _ => BLOCK,
+            })
+            .sum::<u64>()
 }
 
 /// A folder name for one call: sortable by time, unique.
@@ -220,6 +232,14 @@ fn create_new(folder: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiny_files_count_as_the_blocks_they_take() {
+        assert_eq!(on_disk(0), 4096);
+        assert_eq!(on_disk(1), 4096);
+        assert_eq!(on_disk(4096), 4096);
+        assert_eq!(on_disk(4097), 8192);
+    }
 
     #[test]
     fn only_folders_named_as_ours_are_ours() {

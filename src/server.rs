@@ -211,9 +211,17 @@ impl PythonExecutor {
     }
 
     /// Where one call's progress (or, without a progress token, log) notifications go.
-    fn notifier(&self, meta: &RequestMetaObject, peer: Peer<RoleServer>) -> Notifier {
+    /// Takes the request's `_meta` by value and keeps only its progress token (one of at most
+    /// [`MAX_PROGRESS_TOKEN`] bytes): the rest of `_meta`, which a client may make megabytes
+    /// long, is not held while the call waits and runs.
+    fn notifier(&self, meta: RequestMetaObject, peer: Peer<RoleServer>) -> Notifier {
+        let token = meta.get_progress_token().filter(|token| {
+            let size = serde_json::to_vec(token).map_or(usize::MAX, |json| json.len());
+            size <= MAX_PROGRESS_TOKEN
+        });
+        drop(meta);
         Notifier {
-            token: meta.get_progress_token(),
+            token,
             logger: Logger {
                 peer: peer.clone(),
                 level: self.log_level.clone(),
@@ -235,13 +243,18 @@ impl PythonExecutor {
     ) -> Result<CallToolResult, ErrorData> {
         let session = session_of(&extensions);
         let owner = owner_of(&extensions);
-        let session_id = args.session_id.filter(|id| !id.trim().is_empty());
+        // Cut to just past the longest id (no real one is longer): an id that long is unknown
+        // anyway, and the call does not hold megabytes of it while it waits.
+        let session_id = args
+            .session_id
+            .filter(|id| !id.trim().is_empty())
+            .map(|id| id.chars().take(MAX_SESSION_ID + 1).collect::<String>());
         let request = ExecutionRequest {
             code: args.code,
             stdin: args.input_data.0.bytes,
         };
         let started = std::time::Instant::now();
-        let notifier = self.notifier(&meta, peer);
+        let notifier = self.notifier(meta, peer);
         // A call waiting for the preinstall is a waiting call like one waiting for a slot.
         let preinstalling = matches!(
             *self.environment.preinstall_state().borrow(),
@@ -436,7 +449,7 @@ impl PythonExecutor {
         extensions: rmcp::model::Extensions,
         cancel: CancellationToken,
     ) -> Result<CallToolResult, ErrorData> {
-        let notifier = self.notifier(&meta, peer);
+        let notifier = self.notifier(meta, peer);
         // A session keeps the packages it starts with: it waits for the preinstall.
         let Some(note) = self.wait_for_preinstall(&notifier, &cancel).await else {
             return Ok(CallToolResult::error(vec![ContentBlock::text(
@@ -577,7 +590,7 @@ impl PythonExecutor {
                 INSTALL_NOT_GRANTED,
             )]));
         }
-        let progress = PipProgress::new(self.notifier(&meta, peer));
+        let progress = PipProgress::new(self.notifier(meta, peer));
         let on_line = |line: &str| progress.forwarder.line(line);
         let installed = self
             .environment
@@ -639,6 +652,13 @@ fn grants_of(extensions: &rmcp::model::Extensions) -> Option<crate::http::Grants
         .and_then(|parts| parts.extensions.get::<crate::http::TokenOwner>())
         .map(|owner| owner.1)
 }
+
+/// The longest progress token honoured, as JSON; a longer one is ignored (no live output).
+const MAX_PROGRESS_TOKEN: usize = 256;
+
+/// The longest `session_id` looked up: a real one is 32 hex digits; a longer one is unknown at
+/// once, never held while it waits.
+const MAX_SESSION_ID: usize = 64;
 
 /// The answer to install_packages from a token without the permission.
 const INSTALL_NOT_GRANTED: &str = "install_packages is not allowed for your token: every \

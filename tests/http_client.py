@@ -2,7 +2,7 @@
 client, as a team's clients would, and checks the HTTP surface's defences.
 
 - start-up refusals: no token; an address other machines reach without a token; a port in use;
-- with the token: tools, execute_python, install_packages (local index), list_packages; 10 clients at once, one session each;
+- with the token: tools, execute_python, install_packages (local index; the token has `install`), list_packages; a colleague's token without `install` refused install_packages; 10 clients at once, one session each;
   /metrics behind the token, counting exactly those calls;
 - no token or a wrong one: 401 with `WWW-Authenticate: Bearer`; a foreign Origin and a
   wrong Host: 403; a body over the limit: 413; /healthz answers without a token;
@@ -26,6 +26,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamablehttp_client
 
 TOKEN = "test-token-0123456789abcdef"
+COLLEAGUE = "colleague-token-0123456789abcdef"
 
 
 def free_port():
@@ -98,9 +99,9 @@ def text_of(result):
     return "\n".join(block.text for block in result.content if block.type == "text")
 
 
-async def session(port, body):
+async def session(port, body, token=TOKEN):
     url = f"http://127.0.0.1:{port}/mcp"
-    async with streamablehttp_client(url, headers={"Authorization": f"Bearer {TOKEN}"}) as (r, w, _):
+    async with streamablehttp_client(url, headers={"Authorization": f"Bearer {token}"}) as (r, w, _):
         async with ClientSession(r, w) as s:
             await s.initialize()
             return await body(s)
@@ -123,6 +124,12 @@ async def basics(s):
     assert text_of(imported) == "stdout:\npyexec-http 1.0\n", text_of(imported)
     listed = await s.call_tool("list_packages", {})
     assert "pyexec-http==1.0" in text_of(listed), text_of(listed)
+    return True
+
+
+async def no_install(s):
+    refused = await s.call_tool("install_packages", {"packages": ["pyexec-http==1.0"]})
+    assert refused.isError and "not allowed for your token" in text_of(refused), text_of(refused)
     return True
 
 
@@ -172,10 +179,12 @@ async def main(binary):
     tag = f"mcp-python-executor/env:http-client-{os.getpid()}"
     tokens_file = f"/tmp/pyexec-http-tokens-{os.getpid()}"
     with open(tokens_file, "w") as f:
-        f.write(f"# the team\n{TOKEN}\n")
+        # This test's token may install (`install` after it); a colleague's may not.
+        f.write(f"# the team\n{TOKEN} install\n{COLLEAGUE}\n")
     server = start(binary, port, index_url, tag, tokens_file)
     try:
         assert await session(port, basics)
+        assert await session(port, no_install, token=COLLEAGUE)
         code, headers = status_of(port, {})
         assert code == 401 and headers.get("www-authenticate", headers.get("WWW-Authenticate")) == "Bearer", (code, headers)
         code, _ = status_of(port, {"Authorization": "Bearer wrong-token-0123456789"})
@@ -225,7 +234,7 @@ async def main(binary):
         assert status_of(port, {"Authorization": f"Bearer {TOKEN}"})[0] == 401
         assert status_of(port, {"Authorization": f"Bearer {new_token}"})[0] != 401
         with open(tokens_file, "w") as f:
-            f.write(f"{TOKEN}\n")
+            f.write(f"{TOKEN} install\n")
         server.send_signal(signal.SIGHUP)
         for _ in range(50):
             if status_of(port, auth)[0] != 401:

@@ -31,10 +31,13 @@ impl Server {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = std::process::Command::new(BINARY)
+        let mut command = std::process::Command::new(BINARY);
+        if !flags.contains(&"--http-tokens") {
+            command.env("PYEXEC_HTTP_TOKEN", TOKEN);
+        }
+        let child = command
             .args(["--http", &addr.to_string()])
             .args(flags)
-            .env("PYEXEC_HTTP_TOKEN", TOKEN)
             .env("PYEXEC_POOL_SIZE", "0")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -209,4 +212,100 @@ async fn waiting_calls_hold_their_bytes_and_the_queue_is_bounded_by_them() {
         task.abort();
     }
     drop(client);
+}
+
+/// The red team's follow-up: only code and input were counted, while a call held its whole
+/// `_meta` as it waited; 60 waiting calls with 8 MB of `_meta` took the server to 532 MiB. A
+/// call now keeps only its progress token (256 bytes at most) and drops the rest of `_meta`
+/// as it starts: twenty waiting calls with 4 MB of it each leave the server's peak far below
+/// what holding them would take (80 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_call_does_not_hold_its_meta() {
+    let server = Server::start(&["--concurrency", "2", "--timeout", "300"]);
+    let client = server.client().await;
+    let start = server.peak_rss_mib();
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(call(
+                &client,
+                json!({"code": "import time; time.sleep(600)"}),
+            ))
+        })
+        .collect();
+    server.until("pyexec_busy_slots", 2).await;
+    let junk = "A".repeat(4_000_000);
+    let waiting: Vec<_> = (0..20)
+        .map(|i| {
+            let peer = client.peer().clone();
+            let params: CallToolRequestParams = serde_json::from_value(json!({
+                "name": "execute_python",
+                "arguments": {"code": format!("print({i})")},
+                "_meta": {"junk": junk, "progressToken": junk},
+            }))
+            .unwrap();
+            tokio::spawn(async move { peer.call_tool(params).await })
+        })
+        .collect();
+    server.until("pyexec_queue_depth", 20).await;
+    let peak = server.peak_rss_mib();
+    eprintln!(
+        "server peak RSS: {start} MiB at start, {peak} with twenty calls of 4 MB _meta waiting"
+    );
+    assert!(
+        peak < start + 60,
+        "the _meta of waiting calls is held: {start} -> {peak} MiB"
+    );
+    for task in sleepers {
+        task.abort();
+    }
+    for task in waiting {
+        task.abort();
+    }
+    drop(client);
+}
+
+/// The red team's follow-up: a body with no length reserved the largest body's share of the
+/// budget for up to 60 s, and two of them trickling a byte every 2 s made another token's call
+/// wait 59 s. One token now holds at most its own part of the budget: while four stalled
+/// bodies of one token hold (or wait for) that part, another token's large call (1 MB of
+/// code, so it needs a share too) is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_from_one_token_do_not_stall_another_tokens_calls() {
+    use tokio::io::AsyncWriteExt;
+    let tokens = std::env::temp_dir().join(format!("pyexec-tokens-{}", uuid::Uuid::new_v4()));
+    let slow_token = "slow-token-0123456789abcdef";
+    std::fs::write(&tokens, format!("{TOKEN}\n{slow_token}\n")).unwrap();
+    let server = Server::start(&["--http-tokens", tokens.to_str().unwrap()]);
+    let mut trickles = Vec::new();
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {slow_token}\r\n\
+             Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // 300 KiB at once (past the small-body threshold), then nothing more.
+        let chunk = vec![b' '; 300 << 10];
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&chunk).await.unwrap();
+        stream.write_all(b"\r\n").await.unwrap();
+        trickles.push(stream);
+    }
+    let client = server.client().await;
+    let code = format!("x = '{}'\nprint(6 * 7)", "a".repeat(1_000_000));
+    let answered = tokio::time::timeout(
+        Duration::from_secs(20),
+        call(&client, json!({"code": code})),
+    )
+    .await
+    .expect("another token's call is answered while the trickles hold their bodies open")
+    .expect("answered");
+    assert!(text(&answered).contains("42"), "{}", text(&answered));
+    drop(trickles);
+    drop(client);
+    std::fs::remove_file(&tokens).unwrap();
 }

@@ -421,6 +421,46 @@ async fn the_output_dir_stays_within_its_limit_and_private_to_the_user() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The red team's follow-up: with `--output-dir-max 1m`, calls that each left 990 one-byte
+/// files were counted as a kilobyte each and never pruned, while each took 4 MiB of disk and
+/// 990 inodes. The limit counts whole blocks per file and folder: ten calls of 100 tiny files
+/// keep at most what 1 MiB of blocks holds (256 entries).
+#[tokio::test]
+async fn tiny_files_count_as_the_disk_they_take() {
+    let dir = std::env::temp_dir().join(format!("pyexec-outputs-{}", uuid::Uuid::new_v4()));
+    let client = server(&[
+        ("PYEXEC_OUTPUT_DIR", dir.to_str().unwrap()),
+        ("PYEXEC_OUTPUT_DIR_MAX", "1m"),
+    ])
+    .await;
+    let code =
+        "for i in range(100):\n    open('/tmp/outputs/f%03d' % i, 'w').write('x')\nprint('ok')";
+    fn entries(path: &std::path::Path) -> usize {
+        std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                1 + if e.file_type().unwrap().is_dir() {
+                    entries(&e.path())
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+    for round in 0..10 {
+        let result = call(&client, code).await;
+        assert_eq!(result.is_error, Some(false), "{:?}", texts(&result));
+        let held = entries(&dir);
+        assert!(
+            held <= 256,
+            "round {round}: {held} files and folders under a 1 MiB limit"
+        );
+    }
+    client.cancel().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test]
 async fn a_flood_then_a_traceback_fits_the_answer_and_ends_with_the_traceback() {
     // Time enough for 200,000 prints under gVisor too.

@@ -4,9 +4,11 @@
 //! An exclusive `flock` on a file under the state directory, one file per environment tag.
 //! The kernel releases it when its holder exits, however it exits, so a crashed server never
 //! leaves a stale lock. It serializes the servers of one machine that share the state
-//! directory (`--state-dir`); servers on other machines sharing a remote daemon are not.
+//! directory (`--state-dir`); servers on other machines sharing a remote daemon are not. The
+//! directory must be this user's own and the file is never opened through a link
+//! (`private_dir`).
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -82,14 +84,8 @@ impl EnvLock {
 
 fn open(dir: &Path, env_tag: &str) -> Result<File, LockError> {
     let path = lock_path(dir, env_tag);
-    std::fs::create_dir_all(dir)
-        .and_then(|()| {
-            OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)
-        })
+    crate::private_dir::ensure(dir)
+        .and_then(|()| crate::private_dir::open_lock(&path))
         .map_err(|source| LockError::Open { path, source })
 }
 

@@ -6,9 +6,11 @@
 //! its whole life; the kernel releases it however the process ends. A reaper that can take
 //! the lock of a container's owner knows that owner is gone. A container whose owner has no
 //! lock file here (another machine, another state directory) is unknown, never dead: it is
-//! left to its deadline.
+//! left to its deadline. The folder must be this user's own, and no lock is opened through a
+//! link (`private_dir`): another local user who could swap a live server's lock file would
+//! have its sessions reaped.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 /// The lock a serving server holds while it lives; dropped at shutdown (the file goes too).
@@ -31,14 +33,13 @@ pub fn instances_dir(state_dir: &Path) -> PathBuf {
 
 /// Takes this server's lock, `instance` being its owner label's value.
 pub fn claim(dir: &Path, instance: &str) -> std::io::Result<Alive> {
-    std::fs::create_dir_all(dir)?;
+    if let Some(state_dir) = dir.parent() {
+        crate::private_dir::ensure(state_dir)?;
+    }
+    crate::private_dir::ensure(dir)?;
     let path =
         lock_path(dir, instance).ok_or_else(|| std::io::Error::other("not an instance id"))?;
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
+    let file = crate::private_dir::open_lock(&path)?;
     file.try_lock().map_err(|error| match error {
         TryLockError::WouldBlock => std::io::Error::other("the instance is locked already"),
         TryLockError::Error(error) => error,
@@ -46,13 +47,17 @@ pub fn claim(dir: &Path, instance: &str) -> std::io::Result<Alive> {
     Ok(Alive { _file: file, path })
 }
 
-/// Whether the server `instance` is known to be gone: its lock file is here and nobody holds
-/// it. The file is removed then (its server will never take it again).
+/// Whether the server `instance` is known to be gone: its lock file is here, in a folder
+/// only this user can write, and nobody holds it. The file is removed then (its server will
+/// never take it again).
 pub fn is_gone(dir: &Path, instance: &str) -> bool {
     let Some(path) = lock_path(dir, instance) else {
         return false;
     };
-    let Ok(file) = OpenOptions::new().write(true).open(&path) else {
+    if crate::private_dir::check(dir).is_err() || !path.exists() {
+        return false;
+    }
+    let Ok(file) = crate::private_dir::open_lock(&path) else {
         return false;
     };
     match file.try_lock() {
@@ -81,7 +86,8 @@ mod tests {
 
     #[test]
     fn an_owner_is_gone_only_when_its_lock_is_here_and_free() {
-        let dir = std::env::temp_dir().join(format!("pyexec-alive-{}", uuid::Uuid::new_v4()));
+        let state = std::env::temp_dir().join(format!("pyexec-alive-{}", uuid::Uuid::new_v4()));
+        let dir = instances_dir(&state);
         let alive = claim(&dir, "0123456789ab").unwrap();
         assert!(!is_gone(&dir, "0123456789ab"), "held: alive");
         assert!(claim(&dir, "0123456789ab").is_err(), "one holder");
