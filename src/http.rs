@@ -322,7 +322,18 @@ async fn bounded_intake(
         )
             .into_response()
     };
-    if declared.is_some_and(|size| size > max_body) {
+    if let Some(size) = declared.filter(|&size| size > max_body) {
+        // Read and drop what the client sends (up to a few times the limit, for a few
+        // seconds): a client that writes its whole body before it reads the answer (urllib)
+        // would otherwise see a broken pipe instead of the 413. Nothing is kept.
+        if size <= 4 * max_body {
+            use futures::StreamExt;
+            let mut body = request.into_body().into_data_stream();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(Ok(_)) = body.next().await {}
+            })
+            .await;
+        }
         return too_large();
     }
     let owner = request
