@@ -549,20 +549,43 @@ pub async fn unpause_for_removal(docker: &Docker, name: &str) {
 }
 
 /// Force-removes a container known to exist (the reaper lists them first); one already gone
-/// (or being removed) counts as removed. Guards use `remove_container_settled`.
+/// (or being removed) counts as removed. Podman refuses, with a server error, to remove a
+/// container caught between its last process's exit and its "stopped" state ("container
+/// state improper"), as a frozen session is when it is unpaused to be removed and its runner
+/// exits at once; that is asked again three times over ~1.5 s. Guards use
+/// `remove_container_settled`.
 pub async fn remove_container(docker: &Docker, name: &str) -> Result<(), bollard::errors::Error> {
-    let options = RemoveContainerOptions {
+    let options = || RemoveContainerOptions {
         force: true,
         v: true,
         ..Default::default()
     };
-    match docker.remove_container(name, Some(options)).await {
-        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
-            if status_code == 404 || status_code == 409 =>
-        {
-            Ok(())
+    let mut pauses = [
+        Duration::from_millis(100),
+        Duration::from_millis(400),
+        Duration::from_secs(1),
+    ]
+    .into_iter();
+    loop {
+        match docker.remove_container(name, Some(options())).await {
+            Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
+                if status_code == 404 || status_code == 409 =>
+            {
+                return Ok(());
+            }
+            Err(
+                error @ bollard::errors::Error::DockerResponseServerError {
+                    status_code: 500.., ..
+                },
+            ) => match pauses.next() {
+                Some(pause) => {
+                    tracing::debug!(container = %name, %error, retry_in = ?pause, "removal refused");
+                    tokio::time::sleep(pause).await;
+                }
+                None => return Err(error),
+            },
+            other => return other,
         }
-        other => other,
     }
 }
 
