@@ -412,6 +412,14 @@ impl ContainerGuard {
         self.may_be_paused = true;
     }
 
+    /// What its removal knows: its create may be in flight, and whether it may be paused.
+    fn removing(&self) -> Removing {
+        Removing {
+            maybe_creating: true,
+            maybe_paused: self.may_be_paused,
+        }
+    }
+
     /// The gate a create request holds while it runs (see `creating`).
     pub fn create_gate(&self) -> Arc<tokio::sync::Mutex<()>> {
         self.creating.clone()
@@ -434,10 +442,7 @@ impl ContainerGuard {
         let name = self.name.take().unwrap_or_default();
         let _permit = self.permit.take();
         let _created = self.creating.lock().await;
-        if self.may_be_paused {
-            unpause_for_removal(&self.docker, &name).await;
-        }
-        remove_container_settled(&self.docker, &name).await
+        remove_container(&self.docker, &name, self.removing()).await
     }
 }
 
@@ -447,7 +452,7 @@ impl Drop for ContainerGuard {
         let permit = self.permit.take();
         let docker = self.docker.clone();
         let creating = self.creating.clone();
-        let may_be_paused = self.may_be_paused;
+        let removing = self.removing();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(container = %name, "no runtime to remove the container; the reaper will");
             return;
@@ -455,10 +460,7 @@ impl Drop for ContainerGuard {
         self.cleanup.spawn_on(
             async move {
                 let _created = creating.lock().await;
-                if may_be_paused {
-                    unpause_for_removal(&docker, &name).await;
-                }
-                if let Err(error) = remove_container_settled(&docker, &name).await {
+                if let Err(error) = remove_container(&docker, &name, removing).await {
                     tracing::warn!(container = %name, %error, "could not remove container; the reaper will once its deadline passes");
                 }
                 drop(permit);
@@ -468,15 +470,30 @@ impl Drop for ContainerGuard {
     }
 }
 
-/// Force-removes a container whose create call may still be in flight (the guard was dropped
-/// mid-create: a cancelled call, a pool refill stopped by shutdown). "No such container" is
-/// then not yet proof of absence, so it is asked again twice over the next 2.5 s. When Docker
-/// cannot be reached at all (a daemon restart, a proxy blip), it keeps trying for about 15 s,
-/// and when the engine refuses with a server error (Podman, mid-stop) for about 3 s, before
-/// leaving the container to the reaper.
-async fn remove_container_settled(
+/// What a removal knows of the container it removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removing {
+    /// Its create request may still be in flight (a guard dropped mid-create: a cancelled
+    /// call, a pool refill stopped by shutdown), so "no such container" is not yet proof of
+    /// absence. A container the reaper listed exists, and a 404 means it is gone.
+    pub maybe_creating: bool,
+    /// It may be paused (a session's, between calls): it is unpaused before each attempt,
+    /// since gVisor cannot kill a paused sandbox (the removal fails after 10 s), and a pause
+    /// still in flight may land after a first unpause. (runc and Podman pay one request.)
+    pub maybe_paused: bool,
+}
+
+/// Force-removes a container, retrying what is worth retrying: a 404 while its create may
+/// still be in flight (asked again twice over the next 2.5 s); an engine that refuses with a
+/// server error (Podman, for a container caught between its last process's exit and its
+/// "stopped" state, "container state improper", as an unpaused session whose runner exits at
+/// once: for about 3 s); and Docker unreachable (a daemon restart, a proxy blip: for about
+/// 15 s), before leaving the container to the reaper. A 409 (already being removed) counts
+/// as removed.
+pub async fn remove_container(
     docker: &Docker,
     name: &str,
+    removing: Removing,
 ) -> Result<(), bollard::errors::Error> {
     const NOT_FOUND_PAUSES: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
     const UNREACHABLE_PAUSES: [Duration; 4] = [
@@ -485,33 +502,37 @@ async fn remove_container_settled(
         Duration::from_secs(4),
         Duration::from_secs(8),
     ];
-    let options = || RemoveContainerOptions {
-        force: true,
-        v: true,
-        ..Default::default()
-    };
     const REFUSED_PAUSES: [Duration; 4] = [
         Duration::from_millis(100),
         Duration::from_millis(300),
         Duration::from_secs(1),
         Duration::from_secs(2),
     ];
+    let options = || RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
     let (mut not_found, mut unreachable) = (NOT_FOUND_PAUSES.iter(), UNREACHABLE_PAUSES.iter());
     let mut refused = REFUSED_PAUSES.iter();
     loop {
+        if removing.maybe_paused {
+            match docker.unpause_container(name).await {
+                Ok(()) => tracing::debug!(container = %name, "unpaused to be removed"),
+                Err(error) => tracing::trace!(container = %name, %error, "not paused"),
+            }
+        }
         let pause = match docker.remove_container(name, Some(options())).await {
             Ok(()) => return Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
-            }) => match not_found.next() {
+            }) => match not_found.next().filter(|_| removing.maybe_creating) {
                 Some(pause) => pause,
                 None => return Ok(()),
             },
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
             }) => return Ok(()),
-            // Podman refuses to remove a container caught between its last process's exit
-            // and its "stopped" state ("container state improper"); a moment later it can.
             Err(
                 error @ bollard::errors::Error::DockerResponseServerError {
                     status_code: 500.., ..
@@ -535,57 +556,6 @@ async fn remove_container_settled(
             },
         };
         tokio::time::sleep(*pause).await;
-    }
-}
-
-/// Unpauses a container that is about to be removed; one not paused (or gone) is fine as it
-/// is. (gVisor cannot kill a paused sandbox; runc and Podman can, and this costs them one
-/// request.)
-pub async fn unpause_for_removal(docker: &Docker, name: &str) {
-    match docker.unpause_container(name).await {
-        Ok(()) => tracing::debug!(container = %name, "unpaused to be removed"),
-        Err(error) => tracing::trace!(container = %name, %error, "not paused"),
-    }
-}
-
-/// Force-removes a container known to exist (the reaper lists them first); one already gone
-/// (or being removed) counts as removed. Podman refuses, with a server error, to remove a
-/// container caught between its last process's exit and its "stopped" state ("container
-/// state improper"), as a frozen session is when it is unpaused to be removed and its runner
-/// exits at once; that is asked again three times over ~1.5 s. Guards use
-/// `remove_container_settled`.
-pub async fn remove_container(docker: &Docker, name: &str) -> Result<(), bollard::errors::Error> {
-    let options = || RemoveContainerOptions {
-        force: true,
-        v: true,
-        ..Default::default()
-    };
-    let mut pauses = [
-        Duration::from_millis(100),
-        Duration::from_millis(400),
-        Duration::from_secs(1),
-    ]
-    .into_iter();
-    loop {
-        match docker.remove_container(name, Some(options())).await {
-            Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
-                if status_code == 404 || status_code == 409 =>
-            {
-                return Ok(());
-            }
-            Err(
-                error @ bollard::errors::Error::DockerResponseServerError {
-                    status_code: 500.., ..
-                },
-            ) => match pauses.next() {
-                Some(pause) => {
-                    tracing::debug!(container = %name, %error, retry_in = ?pause, "removal refused");
-                    tokio::time::sleep(pause).await;
-                }
-                None => return Err(error),
-            },
-            other => return other,
-        }
     }
 }
 

@@ -25,8 +25,7 @@ use bollard::query_parameters::ListContainersOptions;
 
 use super::START_TIMEOUT;
 use super::container::{
-    LABEL_DEADLINE, LABEL_OWNER, LABEL_SESSION, LABEL_WARM, NO_PAYLOAD, remove_container,
-    unpause_for_removal,
+    LABEL_DEADLINE, LABEL_OWNER, LABEL_SESSION, LABEL_WARM, NO_PAYLOAD, Removing, remove_container,
 };
 use super::liveness;
 
@@ -105,10 +104,11 @@ pub async fn reap_expired(
         {
             continue;
         }
-        if paused {
-            unpause_for_removal(docker, &id).await;
-        }
-        match remove_container(docker, &id).await {
+        let removing = Removing {
+            maybe_creating: false,
+            maybe_paused: paused,
+        };
+        match remove_container(docker, &id, removing).await {
             Ok(()) => reaped += 1,
             Err(error) => tracing::warn!(container = %id, %error, "reaper could not remove"),
         }
