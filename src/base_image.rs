@@ -23,10 +23,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
+use crate::labels::LABEL_RECIPE;
+
 /// The recipe, as the repository's images/Dockerfile says it.
 pub const DOCKERFILE: &str = include_str!("../images/Dockerfile");
-/// Label: the first 16 hex digits of the recipe's SHA-256 (as `sha256sum | cut -c1-16`).
-pub const LABEL_RECIPE: &str = "mcp-python-executor.recipe";
 /// The registry base used when the engine has it or can pull it.
 pub const DEFAULT_BASE: &str = "python:3.12-slim";
 /// How long pulling the registry base may take before the offline path is taken.

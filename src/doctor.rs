@@ -12,7 +12,7 @@ use bollard::query_parameters::ListImagesOptions;
 
 use crate::config::{EnvironmentConfig, SandboxConfig};
 use crate::docker::docker_host;
-use crate::image::{LABEL_DEPTH, LABEL_ENV};
+use crate::labels::{LABEL_DEPTH, LABEL_ENV, LABEL_LAYOUT, LABEL_RECIPE};
 use crate::sandbox::{deadline, labelled_containers};
 
 /// How a finding reads.
@@ -99,13 +99,8 @@ pub async fn gather(sandbox: &SandboxConfig, environment: &EnvironmentConfig) ->
     }
     if let Ok(image) = docker.inspect_image(&facts.image).await {
         let labels = image.config.and_then(|c| c.labels).unwrap_or_default();
-        facts.image_layout = Some(
-            labels
-                .get("mcp-python-executor.layout")
-                .cloned()
-                .unwrap_or_default(),
-        );
-        facts.image_recipe = labels.get(crate::base_image::LABEL_RECIPE).cloned();
+        facts.image_layout = Some(labels.get(LABEL_LAYOUT).cloned().unwrap_or_default());
+        facts.image_recipe = labels.get(LABEL_RECIPE).cloned();
     }
     if let Ok(env) = docker.inspect_image(&facts.env_tag).await {
         let depth = env

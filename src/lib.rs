@@ -53,6 +53,7 @@ pub mod doctor;
 pub mod http;
 pub mod image;
 pub mod intake;
+pub mod labels;
 pub mod listener;
 pub mod live;
 pub mod metrics;

@@ -16,17 +16,15 @@ use bollard::models::{ChangeType, ContainerConfig};
 use bollard::query_parameters::{CommitContainerOptions, InspectContainerOptions};
 
 use super::changes::{self, Change, ChangeKind};
-use super::{
-    InstallError, LABEL_BASE, LABEL_CREATED, LABEL_DEPTH, LABEL_ENV, LABEL_PACKAGES, LABEL_PARENT,
-    LABEL_REQUESTED, normalize_package_map, unix_now,
-};
+use super::{InstallError, normalize_package_map, unix_now};
 use crate::config::EnvironmentConfig;
 use crate::docker::classify;
-use crate::packages::{PackageSpec, pip_install_args};
-use crate::sandbox::{
-    InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, Sandbox, SandboxError, Stream,
-    install_spec, run_attached,
+use crate::labels::{
+    BASE_LAYOUT, LABEL_BASE, LABEL_CREATED, LABEL_DEADLINE, LABEL_DEPTH, LABEL_ENV, LABEL_INSTALL,
+    LABEL_LAYOUT, LABEL_OWNER, LABEL_PACKAGES, LABEL_PARENT, LABEL_REQUESTED,
 };
+use crate::packages::{PackageSpec, pip_install_args};
+use crate::sandbox::{InstallTarget, Sandbox, SandboxError, Stream, install_spec, run_attached};
 
 /// The program install containers run.
 const DRIVER: &str = include_str!("driver.py");
@@ -36,10 +34,6 @@ const MARKER: &str = "PYEXEC-INSTALLED ";
 const SOURCE_ONLY: &str = "PYEXEC-SOURCE-ONLY ";
 /// Lines of pip output kept for an error message.
 const TAIL_LINES: usize = 25;
-/// Label the base image carries when its layout has the installer user (images/Dockerfile).
-const LABEL_LAYOUT: &str = "mcp-python-executor.layout";
-/// The layout installs need: `/opt/venv` owned by the installer, pip in `/opt/pyexec`.
-const LAYOUT: &str = "2";
 
 /// What one install builds.
 pub struct Layer<'a> {
@@ -84,7 +78,7 @@ pub async fn base_image(docker: &bollard::Docker, image: &str) -> Result<BaseIma
         .map_err(|e| SandboxError::from(classify(e, "inspect the base image", image)))?;
     let config = inspected.config.unwrap_or_default();
     let labels = config.labels.clone().unwrap_or_default();
-    if labels.get(LABEL_LAYOUT).map(String::as_str) != Some(LAYOUT) {
+    if labels.get(LABEL_LAYOUT).map(String::as_str) != Some(BASE_LAYOUT) {
         return Err(InstallError::BaseOutdated {
             image: image.to_string(),
         });

@@ -24,25 +24,13 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EnvironmentConfig;
+use crate::labels::{
+    LABEL_BASE, LABEL_DEPTH, LABEL_ENV, LABEL_PACKAGES, LABEL_PARENT, LABEL_REQUESTED,
+};
 use crate::packages::{PackageSpec, SpecError, parse_spec_list, parse_specs};
 use crate::sandbox::{Sandbox, SandboxError};
 pub use install::BaseImage;
 pub use lock::LockError;
-
-/// Label: JSON object of every installed distribution, `{name: version}`.
-pub const LABEL_PACKAGES: &str = "mcp-python-executor.packages";
-/// Label: JSON array of the specs users asked for, in order (used to rebuild in one layer).
-pub const LABEL_REQUESTED: &str = "mcp-python-executor.requested";
-/// Label: id of the image this layer was installed on.
-pub const LABEL_PARENT: &str = "mcp-python-executor.parent";
-/// Label: id of the base image at the bottom of the chain.
-pub const LABEL_BASE: &str = "mcp-python-executor.base";
-/// Label: number of install layers above the base.
-pub const LABEL_DEPTH: &str = "mcp-python-executor.depth";
-/// Label: Unix time the layer was made.
-pub const LABEL_CREATED: &str = "mcp-python-executor.created";
-/// Label: the environment tag the layer was made for; superseded layers are found by it.
-pub const LABEL_ENV: &str = "mcp-python-executor.env";
 
 /// How long superseded layers still in use are retried at least (a session may hold one for
 /// its whole lifetime: then as long as that), and how often: every 2 s at first, backing off

@@ -22,19 +22,8 @@ use tokio_util::task::TaskTracker;
 
 use super::payload::RUNNER;
 use crate::config::SandboxConfig;
+use crate::labels::{LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, LABEL_SESSION, LABEL_WARM};
 
-/// Label on every container this project creates; its value is the owning server instance.
-pub const LABEL_OWNER: &str = "mcp-python-executor";
-/// Label holding the Unix time after which any server may remove the container.
-pub const LABEL_DEADLINE: &str = "mcp-python-executor.deadline";
-/// Label on warm-pool containers: started before their call, waiting for a payload. The
-/// reaper removes one that exited without ever getting a payload (its server is gone)
-/// before its deadline.
-pub const LABEL_WARM: &str = "mcp-python-executor.warm";
-/// Label on session containers (its value is the session's creation time): a long-lived
-/// runner taking one call at a time. Like a warm container, one that exited with the "no
-/// payload" status lost its server (or idled out) and is reaped before its deadline.
-pub const LABEL_SESSION: &str = "mcp-python-executor.session";
 /// Exit status of the runner when its stdin closes before a payload arrives.
 pub const NO_PAYLOAD: i64 = 125;
 /// The uids calls run as: each container draws its own from this range, so no kernel
@@ -62,8 +51,6 @@ pub const VENV_PYTHON: &str = "/opt/venv/bin/python3";
 /// `/opt/venv/bin`, where a package may install a script called `timeout`. (Executions keep
 /// their deadline in the runner itself.)
 pub const TIMEOUT: &str = "/usr/bin/timeout";
-/// Label on install containers: the environment tag they install into.
-pub const LABEL_INSTALL: &str = "mcp-python-executor.install";
 /// Largest file pip may write in an install container (wheels and their contents can be big).
 const INSTALL_FSIZE: i64 = 4 << 30;
 /// Extra seconds the in-container deadline and the reaper give beyond the call's timeout.

@@ -29,10 +29,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use container::{
-    CALL_UIDS, InstallTarget, LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, LABEL_SESSION,
-    container_spec, install_spec, session_spec,
-};
+pub use crate::labels::{LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, LABEL_SESSION};
+pub use container::{CALL_UIDS, InstallTarget, container_spec, install_spec, session_spec};
 pub use files::{FileKind, LeftOut, Returned, ReturnedFile};
 pub use output::{CappedBuffer, Omitted, Text, complete_prefix_len, fit_both};
 pub use payload::{Bundle, ExecutionRequest, MAX_INPUT_LINES, StdinLines};

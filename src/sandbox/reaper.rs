@@ -24,10 +24,9 @@ use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptions;
 
 use super::START_TIMEOUT;
-use super::container::{
-    LABEL_DEADLINE, LABEL_OWNER, LABEL_SESSION, LABEL_WARM, NO_PAYLOAD, Removing, remove_container,
-};
+use super::container::{NO_PAYLOAD, Removing, remove_container};
 use super::liveness;
+use crate::labels::{LABEL_DEADLINE, LABEL_OWNER, LABEL_SESSION, LABEL_WARM};
 
 /// A container created longer ago than this and never started has lost its server (which
 /// gives up on a start after [`START_TIMEOUT`]).
