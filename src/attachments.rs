@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use rmcp::model::{ContentBlock, Resource, ResourceContents};
 
-use crate::config::OutputConfig;
 use crate::sandbox::{FileKind, LeftOut, Returned, ReturnedFile};
+use crate::settings::OutputConfig;
 
 /// Longest side of an image sent to a model; larger ones are downscaled.
 pub const MAX_IMAGE_SIDE: u32 = 1568;

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-/// The image `make image` builds and every call runs in unless `--image` says otherwise.
-pub const DEFAULT_IMAGE: &str = "mcp-python-executor/base:latest";
+pub use crate::settings::{
+    DEFAULT_ENV_TAG, DEFAULT_IMAGE, EnvironmentConfig, Limits, OutputConfig, PoolConfig,
+    SandboxConfig, SessionConfig,
+};
 
 /// The sandbox settings a user can change, as flags with `PYEXEC_*` environment fallbacks.
 #[derive(Debug, Clone, Args)]
@@ -244,7 +246,7 @@ pub struct HttpArgs {
     /// Serve MCP over Streamable HTTP at /mcp on this address instead of stdio
     /// (default address when given without one: 127.0.0.1:8808)
     #[arg(long, global = true, env = "PYEXEC_HTTP", value_name = "ADDR", num_args = 0..=1,
-          default_missing_value = crate::http::DEFAULT_ADDR)]
+          default_missing_value = crate::settings::DEFAULT_ADDR)]
     pub http: Option<String>,
 
     /// The one bearer token clients must send (prefer the variable: flags show in `ps`)
@@ -308,7 +310,10 @@ pub struct HttpArgs {
 impl HttpArgs {
     /// The HTTP settings when `--http` is given: refuses to serve without a token unless
     /// told to, and never without one on an address other machines can reach.
-    pub fn resolve(&self, max_input: usize) -> anyhow::Result<Option<crate::http::HttpSettings>> {
+    pub fn resolve(
+        &self,
+        max_input: usize,
+    ) -> anyhow::Result<Option<crate::settings::HttpSettings>> {
         use std::sync::{Arc, RwLock};
         let Some(addr) = &self.http else {
             return Ok(None);
@@ -318,16 +323,16 @@ impl HttpArgs {
                 "--http (PYEXEC_HTTP) `{addr}` is not an address; use e.g. 127.0.0.1:8808"
             )
         })?;
-        let mut tokens = crate::http::Tokens::default();
+        let mut tokens = crate::auth::Tokens::default();
         if let Some(token) = &self.http_token {
-            tokens = crate::http::Tokens::single(token)
+            tokens = crate::auth::Tokens::single(token)
                 .map_err(|e| anyhow::anyhow!("PYEXEC_HTTP_TOKEN: {e}"))?;
         }
         if let Some(file) = &self.http_tokens {
             if !tokens.is_empty() {
                 anyhow::bail!("give PYEXEC_HTTP_TOKEN or --http-tokens, not both");
             }
-            tokens = crate::http::read_tokens(file)?;
+            tokens = crate::auth::read_tokens(file)?;
         }
         if tokens.is_empty() {
             if !addr.ip().is_loopback() {
@@ -356,14 +361,14 @@ impl HttpArgs {
         } else {
             self.http_allowed_origin.clone()
         };
-        Ok(Some(crate::http::HttpSettings {
+        Ok(Some(crate::settings::HttpSettings {
             addr,
             tokens: (!tokens.is_empty()).then(|| Arc::new(RwLock::new(tokens))),
             tokens_file: self.http_tokens.clone(),
             allowed_origins: origins,
             allowed_hosts: hosts,
             session_idle: Duration::from_secs(self.http_session_idle),
-            connections: crate::listener::ConnectionLimits {
+            connections: crate::settings::ConnectionLimits {
                 max_open: self.http_max_connections as usize,
                 max_per_peer: self.http_max_connections_per_peer as usize,
             },
@@ -473,9 +478,6 @@ impl ImageBuildArgs {
     }
 }
 
-/// The tag of the current package environment unless `--env-tag` says otherwise.
-pub const DEFAULT_ENV_TAG: &str = "mcp-python-executor/env:current";
-
 /// Proxy variables passed from the server's environment to install containers.
 const PROXY_VARS: [&str; 6] = [
     "HTTPS_PROXY",
@@ -485,35 +487,6 @@ const PROXY_VARS: [&str; 6] = [
     "NO_PROXY",
     "no_proxy",
 ];
-
-/// Validated environment settings.
-#[derive(Debug, Clone)]
-pub struct EnvironmentConfig {
-    /// Repository and tag of the current environment image.
-    pub env_tag: String,
-    /// Specs to have installed at start (unvalidated text items).
-    pub preinstalled: Vec<String>,
-    /// Time limit for one install.
-    pub install_timeout: Duration,
-    /// Network of install containers.
-    pub install_network: String,
-    /// Whether sdists may be built.
-    pub allow_sdist: bool,
-    /// Whether clients may install (`install_packages`); `--no-install` turns it off.
-    pub installs: bool,
-    /// Layers before a rebuild from the base.
-    pub max_layers: u32,
-    /// pip and proxy variables for the install container.
-    pub pip_env: Vec<(String, String)>,
-    /// PEM text of the CA bundle pip must trust, read from `--pip-cert` at start.
-    pub pip_cert: Option<String>,
-    /// Largest layer one install may commit, in bytes.
-    pub max_layer_bytes: u64,
-    /// Largest environment (base plus layers) an install may leave, in bytes.
-    pub max_env_bytes: u64,
-    /// Where the cross-process install lock lives.
-    pub state_dir: std::path::PathBuf,
-}
 
 impl EnvironmentArgs {
     pub fn resolve(&self) -> anyhow::Result<EnvironmentConfig> {
@@ -601,91 +574,6 @@ fn default_state_dir() -> std::path::PathBuf {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
     std::env::temp_dir().join(format!("mcp-python-executor-{uid}"))
-}
-
-/// Resource limits applied to every execution container.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    /// Wall-clock time from start until the server kills the container.
-    pub timeout: Duration,
-    /// Memory (and memory+swap, so no swap) in bytes.
-    pub memory_bytes: i64,
-    /// CPU quota in billionths of a CPU, as Docker's `NanoCpus`.
-    pub nano_cpus: i64,
-    /// Maximum number of processes and threads.
-    pub pids: i64,
-    /// Bytes kept per output stream before truncation.
-    pub max_output_bytes: usize,
-    /// Largest accepted code + stdin, in bytes.
-    pub max_input_bytes: usize,
-    /// Size of the /tmp and /dev/shm tmpfs, in bytes; also the largest file a program may write.
-    pub tmp_bytes: i64,
-}
-
-/// What comes back from a call besides its status: text sized for a model, figures, files.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutputConfig {
-    /// Bytes of stdout and stderr text in one answer, together.
-    pub max_answer_bytes: usize,
-    /// Images per answer.
-    pub max_images: usize,
-    /// Largest encoded image in an answer.
-    pub max_image_bytes: usize,
-    /// Bytes of files (figures included) a container may hand back.
-    pub max_files_bytes: usize,
-    /// Where each call's files and full output are also saved, when set.
-    pub output_dir: Option<std::path::PathBuf>,
-    /// Most the call folders under `output_dir` hold together, in bytes.
-    pub output_dir_max: u64,
-}
-
-/// Everything the sandbox needs to know, validated.
-#[derive(Debug, Clone)]
-pub struct SandboxConfig {
-    /// Image executions run in.
-    pub image: String,
-    /// Docker network mode for executions (`none` by default).
-    pub network: String,
-    /// OCI runtime name, when not the daemon's default.
-    pub runtime: Option<String>,
-    /// Containers allowed to exist at once.
-    pub concurrency: usize,
-    /// Calls allowed to wait for a slot.
-    pub max_queue: usize,
-    /// Bytes of code and input waiting calls may hold together.
-    pub max_queue_bytes: usize,
-    /// Per-container limits.
-    pub limits: Limits,
-    /// The warm pool.
-    pub pool: PoolConfig,
-    /// Answers, figures and files.
-    pub outputs: OutputConfig,
-    /// Host folder mounted read-only at /workspace in executions (checked at start).
-    pub workspace: Option<std::path::PathBuf>,
-    /// Sessions: how many, and how long they live.
-    pub sessions: SessionConfig,
-}
-
-/// How many sessions may be open, and when one is closed.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SessionConfig {
-    /// Sessions open at once; 0 turns sessions off.
-    pub max: usize,
-    /// Sessions one owner (an HTTP token) may have open at once.
-    pub max_per_owner: usize,
-    /// Time without a call after which a session is closed.
-    pub idle: Duration,
-    /// Time after its creation at which a session is closed.
-    pub max_age: Duration,
-}
-
-/// How many containers wait, started, for a call, and for how long at most.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PoolConfig {
-    /// Warm containers kept ready; 0 turns the pool off (every call starts its own).
-    pub size: usize,
-    /// Age past which an unused warm container is replaced.
-    pub max_age: Duration,
 }
 
 impl SandboxArgs {
@@ -1006,7 +894,7 @@ mod tests {
             .resolve(1 << 20)
             .unwrap()
             .unwrap();
-        assert_eq!(open.addr.to_string(), crate::http::DEFAULT_ADDR);
+        assert_eq!(open.addr.to_string(), crate::settings::DEFAULT_ADDR);
         assert!(open.tokens.is_none());
         let error = args(&["--http", "0.0.0.0:8808", "--http-insecure-no-auth"])
             .resolve(1 << 20)

@@ -46,6 +46,7 @@
 //! ```
 
 pub mod attachments;
+pub mod auth;
 pub mod base_image;
 pub mod config;
 pub mod docker;
@@ -64,5 +65,6 @@ pub mod sandbox;
 pub mod saved;
 pub mod server;
 pub mod serving;
+pub mod settings;
 pub mod ssh;
 pub mod stdio;

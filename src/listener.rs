@@ -19,6 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 
 use crate::metrics::{Metrics, Refused};
+use crate::settings::ConnectionLimits;
 
 /// How long a connection may take to send a whole request head, and how long an idle
 /// keep-alive connection stays open.
@@ -39,15 +40,6 @@ const FD_RESERVE: u64 = 256;
 
 /// The fewest connections the cap is ever lowered to.
 const MIN_OPEN: usize = 16;
-
-/// The caps on open connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Open connections in all.
-    pub max_open: usize,
-    /// Open connections from one peer (IPv4 address or IPv6 /64).
-    pub max_per_peer: usize,
-}
 
 impl ConnectionLimits {
     /// The caps with `max_open` lowered, if need be, to what `open_files` (the soft

@@ -213,7 +213,7 @@ async fn serve(sandbox: Arc<Sandbox>, environment: Arc<Environment>) -> anyhow::
 
 /// Serves MCP over HTTP until SIGINT or SIGTERM.
 async fn serve_http(
-    settings: mcp_python_executor::http::HttpSettings,
+    settings: mcp_python_executor::settings::HttpSettings,
     sandbox: Arc<Sandbox>,
     environment: Arc<Environment>,
 ) -> anyhow::Result<ExitCode> {

@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::attachments;
-use crate::config::SandboxConfig;
 use crate::docker::DockerError;
 use crate::image::{EnvState, Environment, InstallError, InstallReport, Preinstall};
 use crate::live::Live;
@@ -30,6 +29,7 @@ use crate::sandbox::{
     ExecutionRequest, ExecutionResult, MAX_INPUT_LINES, Returned, Sandbox, SandboxError,
     SessionEnd, SessionInfo, StdinLines, fit_both,
 };
+use crate::settings::SandboxConfig;
 
 /// Arguments of `execute_python`, named exactly as the original TypeScript server's.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -640,16 +640,16 @@ impl PythonExecutor {
 fn owner_of(extensions: &rmcp::model::Extensions) -> Option<String> {
     extensions
         .get::<axum::http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<crate::http::TokenOwner>())
+        .and_then(|parts| parts.extensions.get::<crate::auth::TokenOwner>())
         .map(|owner| owner.0.clone())
 }
 
 /// What the call's token may do beyond running code; `None` on stdio and without
 /// authentication (one user: everything).
-fn grants_of(extensions: &rmcp::model::Extensions) -> Option<crate::http::Grants> {
+fn grants_of(extensions: &rmcp::model::Extensions) -> Option<crate::auth::Grants> {
     extensions
         .get::<axum::http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<crate::http::TokenOwner>())
+        .and_then(|parts| parts.extensions.get::<crate::auth::TokenOwner>())
         .map(|owner| owner.1)
 }
 

@@ -118,7 +118,7 @@ where
 /// take port 0 and learn the port.
 pub async fn http(
     listener: tokio::net::TcpListener,
-    settings: crate::http::HttpSettings,
+    settings: crate::settings::HttpSettings,
     sandbox: Arc<Sandbox>,
     environment: Arc<Environment>,
     shutdown: impl Future<Output = ()> + Send + 'static,
