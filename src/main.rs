@@ -217,7 +217,7 @@ async fn serve_http(
     sandbox: Arc<Sandbox>,
     environment: Arc<Environment>,
 ) -> anyhow::Result<ExitCode> {
-    let listener = mcp_python_executor::http::bind(&settings).await?;
+    let listener = mcp_python_executor::transport::http::bind(&settings).await?;
     serving::http(listener, settings, sandbox, environment, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -88,7 +88,7 @@ where
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     start_background(&sandbox, &environment);
-    let gateway = crate::stdio::gateway(input, output);
+    let gateway = crate::transport::stdio::gateway(input, output);
     let session = async {
         let service = PythonExecutor::new(sandbox.clone(), environment)
             .serve(gateway.transport)
@@ -114,7 +114,7 @@ where
 
 /// Serves MCP over Streamable HTTP on `listener` until `shutdown` resolves: stops accepting,
 /// ends the sessions (their running calls are stopped and their containers removed), then
-/// drains the sandbox. The caller binds the listener ([`crate::http::bind`]), so a test can
+/// drains the sandbox. The caller binds the listener ([`crate::transport::http::bind`]), so a test can
 /// take port 0 and learn the port.
 pub async fn http(
     listener: tokio::net::TcpListener,
@@ -125,11 +125,12 @@ pub async fn http(
 ) -> anyhow::Result<()> {
     start_background(&sandbox, &environment);
     tracing::info!(instance = sandbox.instance(), "serving MCP on HTTP");
-    let served = crate::http::run(listener, settings, sandbox.clone(), environment, async {
-        shutdown.await;
-        tracing::info!("signal received, shutting down");
-    })
-    .await;
+    let served =
+        crate::transport::http::run(listener, settings, sandbox.clone(), environment, async {
+            shutdown.await;
+            tracing::info!("signal received, shutting down");
+        })
+        .await;
     sandbox.shutdown(SHUTDOWN_GRACE).await;
     served
 }

@@ -90,7 +90,7 @@ async fn serve(via: Via) -> Served {
             .resolve(sandbox.config().limits.max_input_bytes)
             .expect("valid HTTP settings")
             .expect("--http given");
-        let listener = mcp_python_executor::http::bind(&settings)
+        let listener = mcp_python_executor::transport::http::bind(&settings)
             .await
             .expect("a loopback port");
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
@@ -413,7 +413,9 @@ async fn a_session_is_unknown_to_every_token_but_the_one_that_created_it() {
     ])
     .unwrap();
     let settings = flags.http.resolve(1 << 20).unwrap().unwrap();
-    let listener = mcp_python_executor::http::bind(&settings).await.unwrap();
+    let listener = mcp_python_executor::transport::http::bind(&settings)
+        .await
+        .unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serving::http(
@@ -500,7 +502,9 @@ async fn over_http_installs_and_session_places_are_given_per_token() {
     ])
     .unwrap();
     let settings = flags.http.resolve(1 << 20).unwrap().unwrap();
-    let listener = mcp_python_executor::http::bind(&settings).await.unwrap();
+    let listener = mcp_python_executor::transport::http::bind(&settings)
+        .await
+        .unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serving::http(

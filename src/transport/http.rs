@@ -1,6 +1,6 @@
 //! MCP over Streamable HTTP for a team: rmcp's `StreamableHttpService` at `/mcp` behind
 //! bearer-token authentication, `Origin` and `Host` checks and a body limit, plus `/healthz`
-//! (open) and `/metrics` (behind the token). Connections are accepted by [`crate::listener`],
+//! (open) and `/metrics` (behind the token). Connections are accepted by [`super::listener`],
 //! which bounds them before authentication.
 //!
 //! Every session gets its own `PythonExecutor` (its own log level) over the one shared
@@ -19,11 +19,11 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{TokenOwner, Tokens, bearer, read_tokens};
-use crate::image::Environment;
-use crate::intake::{
+use super::intake::{
     BODY_TIMEOUT, Intake, MAX_REQUEST_VALUES, Refused, SMALL_BODY, check_values, request_id,
 };
+use crate::auth::{TokenOwner, Tokens, bearer, read_tokens};
+use crate::image::Environment;
 use crate::sandbox::Sandbox;
 use crate::server::PythonExecutor;
 use crate::settings::HttpSettings;
@@ -87,7 +87,7 @@ pub async fn run(
         tokio::spawn(reload_on_sighup(tokens, file));
     }
     let addr = listener.local_addr()?;
-    let open_files = crate::listener::raise_open_files_limit();
+    let open_files = super::listener::raise_open_files_limit();
     let limits = settings.connections.fitted_to(open_files);
     if limits.max_open < settings.connections.max_open {
         tracing::warn!(
@@ -104,7 +104,7 @@ pub async fn run(
         max_per_peer = limits.max_per_peer,
         "serving MCP on HTTP at /mcp"
     );
-    crate::listener::serve(
+    super::listener::serve(
         listener,
         router,
         limits,

@@ -11,7 +11,7 @@
 
 use serde_json::json;
 
-use crate::intake::{MAX_REQUEST_VALUES, Refused, check_values, request_id};
+use super::intake::{MAX_REQUEST_VALUES, Refused, check_values, request_id};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
