@@ -51,6 +51,7 @@ pub mod base_image;
 pub mod config;
 pub mod docker;
 pub mod doctor;
+pub mod hint;
 pub mod image;
 pub mod labels;
 pub mod live;

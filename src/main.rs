@@ -148,33 +148,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints an error once: what failed (its causes joined, each said once), then every
-/// `hint:` on its own line.
+/// Prints an error once: what failed (its causes joined, each said once), then every hint
+/// once, on its own line.
 fn report(error: &anyhow::Error) {
-    let mut said: Vec<String> = Vec::new();
-    let mut hints = Vec::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        let mut lines = Vec::new();
-        for line in text.lines() {
-            match line.strip_prefix("hint: ") {
-                Some(hint) => hints.push(hint.to_string()),
-                None => lines.push(line),
-            }
-        }
-        let text = lines.join("\n");
-        // A cause is said once: skip it when an earlier message already holds its text, or
-        // its detail after a label such as Docker's "status code 500: ".
-        let already = |part: &str| said.iter().any(|earlier| earlier.contains(part));
-        let detail = text.split_once(": ").map(|(_, detail)| detail);
-        if !already(&text) && !detail.is_some_and(already) {
-            said.push(text);
-        }
-    }
-    eprintln!("error: {}", said.join(": "));
-    for hint in hints {
-        eprintln!("hint: {hint}");
-    }
+    eprintln!("{}", mcp_python_executor::hint::Report::of_error(error));
 }
 
 /// Builds the sandbox image in the engine `DOCKER_HOST` names; progress goes to stderr.
