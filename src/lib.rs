@@ -65,4 +65,5 @@ pub mod server;
 pub mod serving;
 pub mod settings;
 pub mod ssh;
+pub mod tasks;
 pub mod transport;

@@ -1,7 +1,9 @@
-//! Serving: what runs while a server serves, for either transport. The start-up checks,
-//! the warm pool, the reaper, following the environment tag and the preinstall run beside the
-//! transport; stdio serves one client until it leaves, HTTP many until `shutdown`. Either way
-//! every container is removed before the function returns. `main.rs` only picks one.
+//! Serving: the composition root of a serving server, for either transport. The start-up
+//! checks, the warm pool, the reaper, following the environment tag and the preinstall run
+//! beside the transport, every background task on one [`Background`]; stdio serves one
+//! client until it leaves, HTTP many until `shutdown`. The shutdown order: the transport
+//! stops, the background tasks end, then the sandbox drains, so every container is removed
+//! and no task of ours runs when the function returns. `main.rs` only picks one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,20 +14,35 @@ use rmcp::ServiceExt;
 use crate::image::Environment;
 use crate::sandbox::Sandbox;
 use crate::server::PythonExecutor;
+use crate::tasks::Background;
 
 /// How long shutdown waits for running calls' containers to be removed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// How often a serving server re-reads the environment tag (another server may move it).
 const FOLLOW_EVERY: Duration = Duration::from_secs(10);
 
-/// What a serving server runs beside its transport: the start-up checks, the pool, the
-/// reaper, following the environment tag, and the preinstall (which executions wait for).
-pub fn start_background(sandbox: &Arc<Sandbox>, environment: &Arc<Environment>) {
+/// What a serving server runs beside its transport, on `background`: the start-up checks,
+/// the pool, the reaper, following the environment tag, and the preinstall (which executions
+/// wait for).
+pub fn start_background(
+    sandbox: &Arc<Sandbox>,
+    environment: &Arc<Environment>,
+    background: &Background,
+) {
     // Executions that arrive before the preinstall is done wait for it.
     environment.expect_preinstall();
     sandbox.claim_liveness(&environment.config().state_dir);
     let (preparing, installing) = (sandbox.clone(), environment.clone());
-    tokio::spawn(async move {
+    let following = environment.clone();
+    background.spawn(async move {
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            if let Err(error) = following.follow_tag().await {
+                tracing::debug!(%error, "could not read the environment tag");
+            }
+        }
+    });
+    background.spawn(async move {
         if let Err(error) = preparing.prepare().await {
             tracing::error!("{error}");
         }
@@ -36,15 +53,6 @@ pub fn start_background(sandbox: &Arc<Sandbox>, environment: &Arc<Environment>) 
         }
         preparing.start_pool();
         preparing.start_reaper();
-        let following = installing.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(FOLLOW_EVERY).await;
-                if let Err(error) = following.follow_tag().await {
-                    tracing::debug!(%error, "could not read the environment tag");
-                }
-            }
-        });
         match installing.preinstall().await {
             Ok(Some(report)) if !report.installed.is_empty() => {
                 tracing::info!(installed = ?report.installed, "PREINSTALLED_PACKAGES installed");
@@ -87,7 +95,8 @@ where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    start_background(&sandbox, &environment);
+    let background = Background::new();
+    start_background(&sandbox, &environment, &background);
     let gateway = crate::transport::stdio::gateway(input, output);
     let session = async {
         let service = PythonExecutor::new(sandbox.clone(), environment)
@@ -108,6 +117,7 @@ where
             Ok(())
         }
     };
+    background.stop().await;
     sandbox.shutdown(SHUTDOWN_GRACE).await;
     ended
 }
@@ -123,14 +133,22 @@ pub async fn http(
     environment: Arc<Environment>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    start_background(&sandbox, &environment);
+    let background = Background::new();
+    start_background(&sandbox, &environment, &background);
     tracing::info!(instance = sandbox.instance(), "serving MCP on HTTP");
-    let served =
-        crate::transport::http::run(listener, settings, sandbox.clone(), environment, async {
+    let served = crate::transport::http::run(
+        listener,
+        settings,
+        sandbox.clone(),
+        environment,
+        &background,
+        async {
             shutdown.await;
             tracing::info!("signal received, shutting down");
-        })
-        .await;
+        },
+    )
+    .await;
+    background.stop().await;
     sandbox.shutdown(SHUTDOWN_GRACE).await;
     served
 }

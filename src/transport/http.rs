@@ -27,6 +27,7 @@ use crate::image::Environment;
 use crate::sandbox::Sandbox;
 use crate::server::PythonExecutor;
 use crate::settings::HttpSettings;
+use crate::tasks::Background;
 
 /// Binds the address the settings name, with an error that says what to change.
 pub async fn bind(settings: &HttpSettings) -> anyhow::Result<tokio::net::TcpListener> {
@@ -47,6 +48,7 @@ pub async fn run(
     settings: HttpSettings,
     sandbox: Arc<Sandbox>,
     environment: Arc<Environment>,
+    background: &Background,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
@@ -84,7 +86,7 @@ pub async fn run(
         .route("/healthz", axum::routing::get(healthz))
         .with_state(sandbox.clone());
     if let (Some(tokens), Some(file)) = (settings.tokens.clone(), settings.tokens_file.clone()) {
-        tokio::spawn(reload_on_sighup(tokens, file));
+        background.spawn(reload_on_sighup(tokens, file));
     }
     let addr = listener.local_addr()?;
     let open_files = super::listener::raise_open_files_limit();
