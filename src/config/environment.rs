@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::defaults;
+use super::values::defaults;
 use super::values::*;
 use crate::settings::{DEFAULT_ENV_TAG, EnvironmentConfig};
 

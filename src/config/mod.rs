@@ -22,13 +22,6 @@ pub use image_build::ImageBuildArgs;
 pub use sandbox::{SandboxArgs, workspace};
 pub use values::parse_size;
 
-/// A group of settings as if no flag was given (environment fallbacks still apply).
-pub(super) fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
-    let command = T::augment_args(clap::Command::new("mcp-python-executor"));
-    T::from_arg_matches(&command.get_matches_from(["mcp-python-executor"]))
-        .expect("the defaults of every setting are valid")
-}
-
 #[cfg(test)]
 mod tests {
     use super::values::*;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::defaults;
+use super::values::defaults;
 use super::values::*;
 use crate::settings::{
     DEFAULT_IMAGE, Limits, OutputConfig, PoolConfig, SandboxConfig, SessionConfig,

@@ -1,5 +1,6 @@
 //! The value parsers the flags share: Docker-style sizes within each flag's range, CPU
-//! counts and session lifetimes, each refusing with the range it takes.
+//! counts and session lifetimes, each refusing with the range it takes; and the defaults of a
+//! group of flags.
 
 /// A session lifetime in seconds: `90`, `90s`, `10m` or `1h`, from 5 s to 24 h.
 pub(super) fn session_idle(text: &str) -> Result<u64, String> {
@@ -107,4 +108,11 @@ pub(super) fn cpus(text: &str) -> Result<f64, String> {
         return Err(format!("`{text}` is out of range: use 0.05 to 64 CPUs"));
     }
     Ok(value)
+}
+
+/// A group of settings as if no flag was given (environment fallbacks still apply).
+pub(super) fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("mcp-python-executor"));
+    T::from_arg_matches(&command.get_matches_from(["mcp-python-executor"]))
+        .expect("the defaults of every setting are valid")
 }
