@@ -1,36 +1,19 @@
-//! The sandbox's base image, built through the engine's own API, so that it appears in
-//! whichever engine `DOCKER_HOST` names (Docker, Podman, a remote daemon) and a user who has
-//! only the binary needs one command: `mcp-python-executor image build` (`make image` calls it).
-//!
-//! Owns the recipe (images/Dockerfile, compiled into the binary and sent as a one-file tar
-//! build context), its hash (the image's `mcp-python-executor.recipe` label, so an image built
-//! from another recipe is rebuilt and an up-to-date one is left alone), the choice of base (the
-//! registry's Python image when the engine has it or can pull it) and the offline path for
-//! air-gapped hosts: a minimal Debian made by debootstrap (or a root filesystem the user
-//! gives) is imported as an image through the same API, and the recipe is built on it.
+//! The offline path for air-gapped hosts: a minimal Debian made by debootstrap (or a root
+//! filesystem the user gives) is imported as an image through the engine's API, to build the
+//! recipe on. The archive is made here and keeps links as links, so nothing of the host is
+//! read through one.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bollard::Docker;
-use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateImageOptionsBuilder, RemoveImageOptionsBuilder,
-};
+use bollard::query_parameters::CreateImageOptionsBuilder;
 use bytes::Bytes;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
-use crate::labels::LABEL_RECIPE;
+use super::plan::BuildPlan;
 
-/// The recipe, as the repository's images/Dockerfile says it.
-pub const DOCKERFILE: &str = include_str!("../images/Dockerfile");
-/// The registry base used when the engine has it or can pull it.
-pub const DEFAULT_BASE: &str = "python:3.12-slim";
-/// How long pulling the registry base may take before the offline path is taken.
-const PULL_FOR: Duration = Duration::from_secs(120);
 /// What the imported root filesystem's image is told (as `docker import --change`).
 const ROOTFS_CHANGES: [&str; 3] = [
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -38,210 +21,31 @@ const ROOTFS_CHANGES: [&str; 3] = [
     "CMD [\"python3\"]",
 ];
 
-/// The hash of the compiled-in recipe, as its image's label records it.
-pub fn recipe() -> String {
-    hex16(DOCKERFILE.as_bytes())
-}
-
-fn hex16(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .take(8)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// What `image build` is asked to do.
-#[derive(Debug, Clone)]
-pub struct BuildPlan {
-    /// The image to build (the server's `--image`).
-    pub tag: String,
-    /// The registry base tried first.
-    pub base: String,
-    /// Rebuild even when the image is up to date (and re-import the offline root filesystem).
-    pub force: bool,
-    /// Skip the registry base: build on an imported Debian root filesystem.
-    pub offline: bool,
-    /// A root filesystem (with python3 and python3-venv) to import instead of debootstrapping.
-    pub rootfs: Option<PathBuf>,
-    /// Debian suite, mirror and package cache for debootstrap.
-    pub suite: String,
-    pub mirror: String,
-    pub cache: PathBuf,
-}
-
-impl BuildPlan {
-    /// The tag the offline root filesystem is imported as.
-    pub fn rootfs_tag(&self) -> String {
-        format!("mcp-python-executor/rootfs:{}", self.suite)
-    }
-}
-
-/// What `image build` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Built {
-    /// The image was already built from this recipe; nothing was done.
-    UpToDate,
-    /// The image was built on this base.
-    On(String),
-}
-
-/// Builds `plan.tag` from the compiled-in recipe in the engine `docker` reaches, unless it is
-/// already built from it. `say` hears progress, one line at a time.
-pub async fn build(
+/// The offline path's base: the imported root filesystem, imported from `--rootfs` or made
+/// by debootstrap unless it is there already (`--force` makes it again). Returns its tag.
+pub async fn offline_base(
     docker: &Docker,
     plan: &BuildPlan,
     say: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<Built> {
-    let recipe = recipe();
-    let built = recipe_of(docker, &plan.tag).await;
-    if !plan.force && built.as_deref() == Some(recipe.as_str()) {
-        return Ok(Built::UpToDate);
-    }
-    if let Some(other) = built.filter(|built| !plan.force && *built != recipe) {
-        say(&format!(
-            "{} was built from another recipe ({other}): rebuilding",
-            plan.tag
-        ));
-    }
-    let base = if !plan.offline && have_or_pull(docker, &plan.base, say).await {
-        plan.base.clone()
+) -> anyhow::Result<String> {
+    let rootfs_tag = plan.rootfs_tag();
+    let missing = async || docker.inspect_image(&rootfs_tag).await.is_err();
+    if plan.force || plan.rootfs.is_some() || missing().await {
+        match &plan.rootfs {
+            Some(dir) => {
+                say(&format!("importing {} as {rootfs_tag}", dir.display()));
+                import_rootfs(docker, dir, &rootfs_tag).await?;
+            }
+            None => {
+                let made = debootstrap(plan, say).await?;
+                say(&format!("importing the root filesystem as {rootfs_tag}"));
+                import_rootfs(docker, made.path(), &rootfs_tag).await?;
+            }
+        }
     } else {
-        if !plan.offline {
-            say(&format!(
-                "{} cannot be had (no registry?): using the offline path",
-                plan.base
-            ));
-        }
-        let rootfs_tag = plan.rootfs_tag();
-        if plan.force || plan.rootfs.is_some() || !exists(docker, &rootfs_tag).await {
-            match &plan.rootfs {
-                Some(dir) => {
-                    say(&format!("importing {} as {rootfs_tag}", dir.display()));
-                    import_rootfs(docker, dir, &rootfs_tag).await?;
-                }
-                None => {
-                    let made = debootstrap(plan, say).await?;
-                    say(&format!("importing the root filesystem as {rootfs_tag}"));
-                    import_rootfs(docker, made.path(), &rootfs_tag).await?;
-                }
-            }
-        } else {
-            say(&format!("reusing {rootfs_tag} (--force makes it again)"));
-        }
-        rootfs_tag
-    };
-    say(&format!("building {} on {base}", plan.tag));
-    build_recipe(docker, &plan.tag, &base, &recipe, say).await?;
-    match recipe_of(docker, &plan.tag).await {
-        Some(label) if label == recipe => Ok(Built::On(base)),
-        other => bail!(
-            "the engine built {} but its recipe label is {other:?}, not {recipe}",
-            plan.tag
-        ),
+        say(&format!("reusing {rootfs_tag} (--force makes it again)"));
     }
-}
-
-/// The recipe label of an image, if the engine has the image.
-pub async fn recipe_of(docker: &Docker, image: &str) -> Option<String> {
-    let inspect = docker.inspect_image(image).await.ok()?;
-    inspect.config?.labels?.remove(LABEL_RECIPE)
-}
-
-async fn exists(docker: &Docker, image: &str) -> bool {
-    docker.inspect_image(image).await.is_ok()
-}
-
-/// Whether the engine has `image`, pulling it if it can within [`PULL_FOR`].
-async fn have_or_pull(docker: &Docker, image: &str, say: &(dyn Fn(&str) + Sync)) -> bool {
-    if exists(docker, image).await {
-        return true;
-    }
-    say(&format!("pulling {image}"));
-    let options = CreateImageOptionsBuilder::default()
-        .from_image(image)
-        .build();
-    let pull = async {
-        let mut progress = docker.create_image(Some(options), None, None);
-        while let Some(item) = progress.next().await {
-            if let Err(error) = item {
-                tracing::debug!(%error, image, "pull failed");
-                return false;
-            }
-        }
-        true
-    };
-    tokio::time::timeout(PULL_FOR, pull).await.unwrap_or(false) && exists(docker, image).await
-}
-
-/// Sends the recipe as a one-file tar context and builds it on `base` as `tag`.
-async fn build_recipe(
-    docker: &Docker,
-    tag: &str,
-    base: &str,
-    recipe: &str,
-    say: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<()> {
-    let mut context = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(DOCKERFILE.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    context.append_data(&mut header, "Dockerfile", DOCKERFILE.as_bytes())?;
-    let context = context.into_inner()?;
-    let args = HashMap::from([
-        ("BASE".to_string(), base.to_string()),
-        ("RECIPE".to_string(), recipe.to_string()),
-    ]);
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(tag)
-        .buildargs(&args)
-        .rm(true)
-        .forcerm(true)
-        .build();
-    let mut output = docker.build_image(options, None, Some(bollard::body_full(context.into())));
-    let mut tail: Vec<String> = Vec::new();
-    while let Some(item) = output.next().await {
-        let info =
-            item.map_err(|error| anyhow::anyhow!(build_failed(tag, &error.to_string(), &tail)))?;
-        if let Some(error) = info.error_detail.and_then(|detail| detail.message) {
-            bail!(build_failed(tag, &error, &tail));
-        }
-        for line in info.stream.iter().flat_map(|text| text.lines()) {
-            let line = line.trim_end();
-            if line.is_empty() {
-                continue;
-            }
-            tracing::debug!(line, "build");
-            if line.starts_with("Step ") || line.starts_with("STEP ") {
-                say(&shorten(line, 100));
-            }
-            tail.push(line.to_string());
-            if tail.len() > 12 {
-                tail.remove(0);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `line` cut to `at` characters (a build step can be a screenful).
-fn shorten(line: &str, at: usize) -> String {
-    let squeezed = line.split_whitespace().collect::<Vec<_>>().join(" ");
-    match squeezed.char_indices().nth(at) {
-        Some((cut, _)) => format!("{}…", &squeezed[..cut]),
-        None => squeezed,
-    }
-}
-
-fn build_failed(tag: &str, error: &str, tail: &[String]) -> String {
-    let mut text = format!("the engine could not build {tag}: {}", error.trim());
-    if !tail.is_empty() {
-        text.push_str(&format!("\nits last output:\n  {}", tail.join("\n  ")));
-    }
-    text.push_str("\nhint: RUST_LOG=debug shows the whole build; `doctor` checks the engine");
-    text
+    Ok(rootfs_tag)
 }
 
 /// Imports the root filesystem under `dir` as the image `tag` (as `docker import` does),
@@ -428,32 +232,10 @@ fn empty(dir: &Path, remove: impl Fn(&str) -> bool) {
     }
 }
 
-/// Removes an image the engine has, for tests and resets; a missing image is not an error.
-pub async fn remove(docker: &Docker, image: &str) -> anyhow::Result<()> {
-    let options = RemoveImageOptionsBuilder::default().force(true).build();
-    match docker.remove_image(image, Some(options), None).await {
-        Ok(_)
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
-        Err(error) => Err(error).with_context(|| format!("cannot remove {image}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_recipe_hash_is_what_sha256sum_says_of_the_dockerfile() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/Dockerfile");
-        let out = std::process::Command::new("sha256sum")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let expected = String::from_utf8(out.stdout).unwrap()[..16].to_string();
-        assert_eq!(recipe(), expected);
-    }
+    use std::collections::HashMap;
 
     /// A hostile tree: absolute and escaping links, a setuid file owned by someone else, a
     /// fifo. The archive keeps each as it is and never reads through a link.
