@@ -3,6 +3,8 @@
 //!
 //! [`gather`] asks Docker (version, info, the images and containers of ours); [`assess`] is
 //! pure: it turns those facts into findings, so every verdict is unit-tested without a daemon.
+//! Each concern is one check (engine and limits, runtime, host security, base image,
+//! environment, leftovers), printed in that order by [`render`].
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,7 +14,7 @@ use bollard::query_parameters::ListImagesOptions;
 
 use crate::config::{EnvironmentConfig, SandboxConfig};
 use crate::docker::docker_host;
-use crate::labels::{LABEL_DEPTH, LABEL_ENV, LABEL_LAYOUT, LABEL_RECIPE};
+use crate::labels::{BASE_LAYOUT, LABEL_DEPTH, LABEL_ENV, LABEL_LAYOUT, LABEL_RECIPE};
 use crate::sandbox::{deadline, labelled_containers};
 
 /// How a finding reads.
@@ -145,23 +147,45 @@ async fn dangling(docker: &Docker) -> usize {
 
 /// The findings, in the order they are printed. Pure.
 pub fn assess(facts: &Facts) -> Vec<Finding> {
-    let finding = |verdict, check, detail: String, next: Option<&str>| Finding {
+    if let Some(reason) = &facts.unreachable {
+        return vec![unreachable(reason)];
+    }
+    let mut found = engine(facts);
+    found.push(runtime(facts));
+    found.extend(host_security(facts));
+    found.push(image(facts));
+    found.push(environment(facts));
+    found.push(leftovers(facts));
+    found
+}
+
+fn finding(verdict: Verdict, check: &'static str, detail: String, next: Option<&str>) -> Finding {
+    Finding {
         verdict,
         check,
         detail,
         next: next.map(String::from),
-    };
-    if let Some(reason) = &facts.unreachable {
-        let first = reason.lines().next().unwrap_or_default().to_string();
-        // The error's own hint when it has one (ssh://, TLS, rootless on cgroup v1).
-        let hint = reason.lines().find_map(|line| line.strip_prefix("hint: "));
-        let next = hint.unwrap_or(
-            "start Docker (e.g. `systemctl start docker`), or set DOCKER_HOST to the engine you use (Podman: unix:///run/podman/podman.sock, or unix://$XDG_RUNTIME_DIR/podman/podman.sock rootless)",
-        );
-        return vec![finding(Verdict::Fail, "docker", first, Some(next))];
     }
+}
+
+fn unknown() -> String {
+    "unknown".to_string()
+}
+
+/// The one finding when Docker cannot be reached: the error's first line, and its own hint
+/// as the next step when it has one (ssh://, TLS, rootless on cgroup v1).
+fn unreachable(reason: &str) -> Finding {
+    let first = reason.lines().next().unwrap_or_default().to_string();
+    let hint = reason.lines().find_map(|line| line.strip_prefix("hint: "));
+    let next = hint.unwrap_or(
+        "start Docker (e.g. `systemctl start docker`), or set DOCKER_HOST to the engine you use (Podman: unix:///run/podman/podman.sock, or unix://$XDG_RUNTIME_DIR/podman/podman.sock rootless)",
+    );
+    finding(Verdict::Fail, "docker", first, Some(next))
+}
+
+/// The engine (kind, version, API, host), and a failure when it cannot enforce the limits.
+fn engine(facts: &Facts) -> Vec<Finding> {
     let mut found = Vec::new();
-    let unknown = || "unknown".to_string();
     let engine = facts
         .engine
         .clone()
@@ -191,6 +215,11 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
             ),
         ));
     }
+    found
+}
+
+/// The runtime in use, whether the configured one is registered, and whether gVisor is.
+fn runtime(facts: &Facts) -> Finding {
     let gvisor = facts.runtimes.iter().any(|r| r == "runsc");
     let in_use = facts
         .runtime
@@ -203,66 +232,76 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
         })
         .unwrap_or_else(unknown);
     match &facts.runtime {
-        Some(runtime) if !facts.runtimes.contains(runtime) => found.push(finding(
+        Some(runtime) if !facts.runtimes.contains(runtime) => finding(
             Verdict::Fail,
             "runtime",
             format!("--runtime {runtime} is not registered with this daemon (it has: {})", facts.runtimes.join(", ")),
             Some("register it in /etc/docker/daemon.json and reload dockerd (see SECURITY.md, Enabling gVisor)"),
-        )),
-        _ => found.push(finding(
+        ),
+        _ => finding(
             if gvisor || facts.runtime.is_some() { Verdict::Ok } else { Verdict::Warn },
             "runtime",
             format!("{in_use}; gVisor (runsc) registered: {}", if gvisor { "yes" } else { "no" }),
             (!gvisor).then_some("for kernel-level isolation install runsc and register it (SECURITY.md, Enabling gVisor), then use --runtime runsc"),
-        )),
+        ),
     }
+}
+
+/// What the kernel gives the daemon: seccomp, AppArmor and the cgroup version.
+fn host_security(facts: &Facts) -> [Finding; 3] {
     let seccomp = facts.security_options.iter().any(|o| o.contains("seccomp"));
     let apparmor = facts
         .security_options
         .iter()
         .any(|o| o.contains("apparmor"));
-    found.push(finding(
-        if seccomp { Verdict::Ok } else { Verdict::Warn },
-        "seccomp",
-        format!(
-            "daemon reports {}",
-            if facts.security_options.is_empty() {
-                "no security options".to_string()
+    [
+        finding(
+            if seccomp { Verdict::Ok } else { Verdict::Warn },
+            "seccomp",
+            format!(
+                "daemon reports {}",
+                if facts.security_options.is_empty() {
+                    "no security options".to_string()
+                } else {
+                    facts.security_options.join(", ")
+                }
+            ),
+            (!seccomp).then_some("use a Docker built with seccomp and do not run it with --seccomp-profile=unconfined: without it every system call is open to the code"),
+        ),
+        finding(
+            Verdict::Ok,
+            "apparmor",
+            if apparmor {
+                "reported by the daemon"
             } else {
-                facts.security_options.join(", ")
+                "not reported (fine where the host has no AppArmor)"
             }
+            .to_string(),
+            None,
         ),
-        (!seccomp).then_some("use a Docker built with seccomp and do not run it with --seccomp-profile=unconfined: without it every system call is open to the code"),
-    ));
-    found.push(finding(
-        Verdict::Ok,
-        "apparmor",
-        if apparmor {
-            "reported by the daemon"
-        } else {
-            "not reported (fine where the host has no AppArmor)"
-        }
-        .to_string(),
-        None,
-    ));
-    found.push(finding(
-        Verdict::Ok,
-        "cgroup",
-        format!(
-            "version {}",
-            facts.cgroup_version.clone().unwrap_or_else(unknown)
+        finding(
+            Verdict::Ok,
+            "cgroup",
+            format!(
+                "version {}",
+                facts.cgroup_version.clone().unwrap_or_else(unknown)
+            ),
+            None,
         ),
-        None,
-    ));
+    ]
+}
+
+/// The base image: missing, of an older layout (no installs), from another recipe, or fine.
+fn image(facts: &Facts) -> Finding {
     match facts.image_layout.as_deref() {
-        None => found.push(finding(
+        None => finding(
             Verdict::Fail,
             "image",
             format!("{} not found", facts.image),
             Some("build it with `mcp-python-executor image build` (or `make image`)"),
-        )),
-        Some("2") => match facts.image_recipe.as_deref() {
-            Some(recipe) if recipe != crate::base_image::recipe() => found.push(finding(
+        ),
+        Some(BASE_LAYOUT) => match facts.image_recipe.as_deref() {
+            Some(recipe) if recipe != crate::base_image::recipe() => finding(
                 Verdict::Warn,
                 "image",
                 format!(
@@ -271,15 +310,15 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
                     crate::base_image::recipe()
                 ),
                 Some("rebuild it with `mcp-python-executor image build` (or `make image`)"),
-            )),
-            _ => found.push(finding(
+            ),
+            _ => finding(
                 Verdict::Ok,
                 "image",
                 format!("{} present", facts.image),
                 None,
-            )),
+            ),
         },
-        Some(_) => found.push(finding(
+        Some(_) => finding(
             Verdict::Warn,
             "image",
             format!(
@@ -287,16 +326,20 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
                 facts.image
             ),
             Some("rebuild it with `mcp-python-executor image build` (or `make image`)"),
-        )),
+        ),
     }
+}
+
+/// The package environment: not created yet, or its depth and size.
+fn environment(facts: &Facts) -> Finding {
     match facts.env {
-        None => found.push(finding(
+        None => finding(
             Verdict::Ok,
             "environment",
             format!("{} not created yet: no packages installed", facts.env_tag),
             None,
-        )),
-        Some((depth, size)) => found.push(finding(
+        ),
+        Some((depth, size)) => finding(
             Verdict::Ok,
             "environment",
             format!(
@@ -305,11 +348,19 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
                 size >> 20
             ),
             None,
-        )),
+        ),
     }
+}
+
+/// Containers and images of ours left behind; a warning when some are past their deadline.
+fn leftovers(facts: &Facts) -> Finding {
     let (containers, expired) = facts.containers;
-    found.push(finding(
-        if expired > 0 { Verdict::Warn } else { Verdict::Ok },
+    finding(
+        if expired > 0 {
+            Verdict::Warn
+        } else {
+            Verdict::Ok
+        },
         "leftovers",
         format!(
             "{containers} container(s) of ours ({expired} past their deadline), {} image(s) no longer needed",
@@ -320,8 +371,7 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
              docker rm -f $(docker ps -aq --filter label=mcp-python-executor) and \
              docker image prune --filter label=mcp-python-executor.env",
         ),
-    ));
-    found
+    )
 }
 
 /// The findings as text, one line each and the next step below a line that needs one.
