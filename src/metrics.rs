@@ -2,7 +2,8 @@
 //! Prometheus text format for `GET /metrics`: executions by outcome and their durations,
 //! warm-pool hits and misses, installs by outcome, containers the reaper removed, HTTP
 //! connections open and refused. Gauges (queue depth, busy slots, warm containers) are read
-//! from the sandbox when rendered.
+//! from the sandbox when rendered. A leaf: it imports nothing of the crate, and the text is
+//! rendered in three flat parts (executions, gauges, counters).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,10 +119,18 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of everything.
+    /// The Prometheus text exposition of everything: executions, gauges, then counters.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
+        self.render_executions(&mut out);
+        self.render_gauges(&mut out, gauges);
+        self.render_counters(&mut out);
+        out
+    }
+
+    /// Executions by outcome and the histogram of their durations.
+    fn render_executions(&self, out: &mut String) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         out.push_str("# HELP pyexec_executions_total Executions by outcome.\n");
         out.push_str("# TYPE pyexec_executions_total counter\n");
         for ((_, name), counter) in OUTCOMES.iter().zip(&self.executions) {
@@ -151,6 +160,11 @@ impl Metrics {
             get(&self.duration_sum_ms) as f64 / 1000.0
         );
         let _ = writeln!(out, "pyexec_execution_duration_seconds_count {count}");
+    }
+
+    /// The gauges: the sandbox's, read when rendered, and the HTTP connections open.
+    fn render_gauges(&self, out: &mut String, gauges: &Gauges) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let gauge = |out: &mut String, name: &str, help: &str, value: usize| {
             let _ = writeln!(
                 out,
@@ -158,41 +172,46 @@ impl Metrics {
             );
         };
         gauge(
-            &mut out,
+            out,
             "pyexec_queue_depth",
             "Calls waiting for their turn (a slot, a session's running call, the preinstall).",
             gauges.queue_depth,
         );
         gauge(
-            &mut out,
+            out,
             "pyexec_queue_bytes",
             "Bytes of code and input the waiting calls hold.",
             gauges.queue_bytes,
         );
         gauge(
-            &mut out,
+            out,
             "pyexec_busy_slots",
             "Slots held by running calls.",
             gauges.busy_slots,
         );
         gauge(
-            &mut out,
+            out,
             "pyexec_warm_containers",
             "Warm containers ready.",
             gauges.warm_containers,
         );
         gauge(
-            &mut out,
+            out,
             "pyexec_sessions_open",
             "Sessions open (create_session), each one container.",
             gauges.sessions_open,
         );
         gauge(
-            &mut out,
+            out,
             "pyexec_http_connections_open",
             "HTTP connections open (0 on stdio).",
             get(&self.http_open) as usize,
         );
+    }
+
+    /// Pool takes, installs, reaped containers and refused HTTP connections.
+    fn render_counters(&self, out: &mut String) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let counter = |out: &mut String, name: &str, help: &str, labels: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (label, value) in labels {
@@ -200,7 +219,7 @@ impl Metrics {
             }
         };
         counter(
-            &mut out,
+            out,
             "pyexec_pool_takes_total",
             "Calls that found a warm container (hit) or started their own (miss).",
             &[
@@ -209,7 +228,7 @@ impl Metrics {
             ],
         );
         counter(
-            &mut out,
+            out,
             "pyexec_installs_total",
             "install_packages calls by outcome.",
             &[
@@ -218,13 +237,13 @@ impl Metrics {
             ],
         );
         counter(
-            &mut out,
+            out,
             "pyexec_reaped_containers_total",
             "Containers of dead servers the reaper removed.",
             &[("", get(&self.reaped))],
         );
         counter(
-            &mut out,
+            out,
             "pyexec_http_connections_refused_total",
             "HTTP connections answered 503 and closed at accept, by the cap that refused them.",
             &[
@@ -232,7 +251,6 @@ impl Metrics {
                 ("{cap=\"peer\"}", get(&self.http_refused_peer)),
             ],
         );
-        out
     }
 }
 
