@@ -12,10 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bollard::Docker;
 use bollard::query_parameters::ListImagesOptions;
 
-use crate::config::{EnvironmentConfig, SandboxConfig};
 use crate::docker::docker_host;
 use crate::labels::{BASE_LAYOUT, LABEL_DEPTH, LABEL_ENV, LABEL_LAYOUT, LABEL_RECIPE};
 use crate::sandbox::{deadline, labelled_containers};
+use crate::settings::{EnvironmentConfig, SandboxConfig};
 
 /// How a finding reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -99,7 +99,7 @@ where
     start_background(&sandbox, &environment, &background);
     let gateway = crate::transport::stdio::gateway(input, output);
     let session = async {
-        let service = PythonExecutor::new(sandbox.clone(), environment)
+        let service = PythonExecutor::new(sandbox.clone(), environment.clone())
             .serve(gateway.transport)
             .await
             .context("MCP initialization failed")?;
@@ -118,6 +118,7 @@ where
         }
     };
     background.stop().await;
+    environment.stop().await;
     sandbox.shutdown(SHUTDOWN_GRACE).await;
     ended
 }
@@ -140,7 +141,7 @@ pub async fn http(
         listener,
         settings,
         sandbox.clone(),
-        environment,
+        environment.clone(),
         &background,
         async {
             shutdown.await;
@@ -149,6 +150,7 @@ pub async fn http(
     )
     .await;
     background.stop().await;
+    environment.stop().await;
     sandbox.shutdown(SHUTDOWN_GRACE).await;
     served
 }

@@ -5,16 +5,18 @@
 //! container being replaced, a call or a session still running) are retried in the
 //! background for a few minutes or a session's lifetime, whichever is longer. A round is
 //! skipped while any server's install holds the lock file, since that install owns the chain.
-//! Which layers go is decided by `plan::superseded`.
+//! Which layers go is decided by `plan::superseded`. The retries run on the environment's
+//! [`Background`], so shutdown ends them.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
 
-use crate::config::EnvironmentConfig;
 use crate::labels::{LABEL_DEPTH, LABEL_ENV, LABEL_PARENT};
 use crate::sandbox::Sandbox;
+use crate::settings::EnvironmentConfig;
+use crate::tasks::Background;
 
 use super::lock;
 use super::plan::superseded;
@@ -30,7 +32,11 @@ const COLLECT_EVERY_MAX: Duration = Duration::from_secs(10);
 /// still uses (a warm container being replaced, a call or a session still running) are
 /// retried in the background for a few minutes or a session's lifetime, whichever is
 /// longer, and by every later install.
-pub async fn collect_superseded(sandbox: &Sandbox, config: &EnvironmentConfig) {
+pub async fn collect_superseded(
+    sandbox: &Sandbox,
+    config: &EnvironmentConfig,
+    background: &Background,
+) {
     let Ok(docker) = sandbox.docker().await else {
         return;
     };
@@ -40,7 +46,7 @@ pub async fn collect_superseded(sandbox: &Sandbox, config: &EnvironmentConfig) {
     let (docker, config) = (docker.clone(), config.clone());
     let sandbox = sandbox.config();
     let longest = COLLECT_FOR.max(sandbox.sessions.max_age + sandbox.limits.timeout * 2);
-    tokio::spawn(async move {
+    background.spawn(async move {
         let deadline = Instant::now() + longest;
         let mut every = COLLECT_EVERY;
         while Instant::now() < deadline {

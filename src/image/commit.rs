@@ -13,11 +13,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bollard::models::ContainerConfig;
 use bollard::query_parameters::{CommitContainerOptions, RemoveImageOptions, TagImageOptions};
 
-use crate::config::EnvironmentConfig;
 use crate::labels::{
     LABEL_BASE, LABEL_CREATED, LABEL_DEADLINE, LABEL_DEPTH, LABEL_ENV, LABEL_INSTALL, LABEL_OWNER,
     LABEL_PACKAGES, LABEL_PARENT, LABEL_REQUESTED,
 };
+use crate::settings::EnvironmentConfig;
 
 use super::error::InstallError;
 use super::layer::{BaseImage, Layer};

@@ -14,9 +14,9 @@ use bollard::query_parameters::RemoveImageOptions;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::EnvironmentConfig;
 use crate::packages::{PackageSpec, parse_specs};
 use crate::sandbox::{Sandbox, SandboxError};
+use crate::settings::EnvironmentConfig;
 
 use super::collect::collect_superseded;
 use super::error::InstallError;
@@ -25,6 +25,7 @@ use super::layer::{Layer, base_image};
 use super::lock;
 use super::plan::{EnvState, InstallPlan, changed_packages, plan, recorded_state};
 use super::preinstall::Preinstall;
+use crate::tasks::Background;
 
 /// The answer to an install.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
@@ -55,6 +56,8 @@ pub struct Environment {
     preinstall: tokio::sync::watch::Sender<Preinstall>,
     /// The specs of the install under way in this process, and when it started.
     installing: std::sync::Mutex<Option<(Vec<String>, Instant)>>,
+    /// The retries of superseded-layer removal, ended by [`Environment::stop`].
+    background: Background,
 }
 
 impl Environment {
@@ -66,7 +69,14 @@ impl Environment {
             changing: Mutex::new(()),
             preinstall: tokio::sync::watch::Sender::new(Preinstall::NotAsked),
             installing: std::sync::Mutex::new(None),
+            background: Background::new(),
         }
+    }
+
+    /// Ends the environment's background work (retried removals of superseded layers) and
+    /// waits for it: part of the server's shutdown.
+    pub async fn stop(&self) {
+        self.background.stop().await;
     }
 
     /// Marks the preinstall as under way before it starts (the server calls this before it
@@ -221,7 +231,7 @@ impl Environment {
             depth: action.depth,
         })
         .await;
-        collect_superseded(&self.sandbox, &self.config).await;
+        collect_superseded(&self.sandbox, &self.config, &self.background).await;
         tracing::info!(?installed, depth = action.depth, "environment updated");
         Ok(report(decided, installed, action.rebuild))
     }
@@ -264,7 +274,7 @@ impl Environment {
         let _ = docker
             .remove_image(&self.config.env_tag, None::<RemoveImageOptions>, None)
             .await;
-        collect_superseded(&self.sandbox, &self.config).await;
+        collect_superseded(&self.sandbox, &self.config, &self.background).await;
         Ok(())
     }
 }

@@ -12,9 +12,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use crate::config::EnvironmentConfig;
 use crate::packages::pip_install_args;
 use crate::sandbox::{InstallTarget, Sandbox, SandboxError, Stream, install_spec, run_attached};
+use crate::settings::EnvironmentConfig;
 
 use super::commit::commit;
 use super::error::{InstallError, pip_failure};

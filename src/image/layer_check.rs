@@ -5,7 +5,7 @@
 use bollard::models::ChangeType;
 use bollard::query_parameters::InspectContainerOptions;
 
-use crate::config::EnvironmentConfig;
+use crate::settings::EnvironmentConfig;
 
 use super::changes::{self, Change, ChangeKind};
 use super::error::InstallError;
