@@ -12,11 +12,12 @@
 //! - [`private_dir`]: the state folder and its lock files, this user's only, never through a
 //!   link.
 //! - [`saved`]: each call's files and output under `--output-dir`, private, the folder bounded.
-//! - [`server`]: the MCP tools: argument structs, descriptions, results as MCP content.
+//! - [`mcp`]: the MCP tools, thin: arguments, descriptions, answers as MCP content (figures
+//!   and files among them), and one notifier for live output and pip's output.
+//! - [`executor`]: the policy of one call: the preinstall wait, plain or session, the retry
+//!   when the environment image vanished, counting; installs' grants.
 //! - [`serving`]: what runs while serving (pool, reaper, preinstall) and the stdio and HTTP
 //!   entry points, each taking a shutdown future.
-//! - [`attachments`]: figures and files a call hands back, as MCP content within limits, and
-//!   saved under `--output-dir`.
 //! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
 //!   the guard that removes it on every path, and the startup reaper.
 //! - [`base_image`]: `image build`: the recipe sent through the engine's API, the offline
@@ -27,12 +28,10 @@
 //! - [`image`]: the package environment: the current image, installs as checked, committed
 //!   layers, the cross-process install lock and the removal of superseded layers.
 //! - [`packages`]: package spec validation (PEP 508) and pip's argument vector.
-//! - [`progress`]: pip's output to the client, capped and coalesced through a bounded queue.
-//! - [`live`]: a running program's output to the client, coalesced and bounded.
 //! - [`metrics`]: counters and gauges for `/metrics`, in the Prometheus text format.
 //!
-//! A call goes `server` → [`sandbox::Sandbox::execute`] → Docker, and back as an
-//! [`sandbox::ExecutionResult`] that `server` renders. `main.rs` only parses the command line
+//! A call goes `mcp` → `executor` → [`sandbox::Sandbox::execute`] → Docker, and back as an
+//! [`sandbox::ExecutionResult`] that `mcp` renders. `main.rs` only parses the command line
 //! and wires these together.
 //!
 //! ```no_run
@@ -45,23 +44,21 @@
 //! # Ok(()) }
 //! ```
 
-pub mod attachments;
 pub mod auth;
 pub mod base_image;
 pub mod config;
 pub mod docker;
 pub mod doctor;
+pub mod executor;
 pub mod hint;
 pub mod image;
 pub mod labels;
-pub mod live;
+pub mod mcp;
 pub mod metrics;
 pub mod packages;
 pub mod private_dir;
-pub mod progress;
 pub mod sandbox;
 pub mod saved;
-pub mod server;
 pub mod serving;
 pub mod settings;
 pub mod ssh;

@@ -229,9 +229,47 @@ fn create_new(folder: &Path, name: &str, bytes: &[u8]) -> std::io::Result<PathBu
     )))
 }
 
+/// A name safe to create in a folder: its folders flattened into the name with `__`, every
+/// character outside `[A-Za-z0-9._-]` replaced, no leading dot, bounded length.
+pub fn safe_name(name: &str) -> String {
+    let flat: Vec<String> = name
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != "." && *part != "..")
+        .map(|part| {
+            part.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let joined = flat.join("__");
+    let trimmed = joined.trim_start_matches('.');
+    let mut safe: String = trimmed.chars().take(200).collect();
+    if safe.is_empty() {
+        safe = "file".to_string();
+    }
+    safe
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_could_escape_are_flattened_and_cleaned() {
+        assert_eq!(safe_name("../../etc/passwd"), "etc__passwd");
+        assert_eq!(safe_name("/abs/olute"), "abs__olute");
+        assert_eq!(safe_name(".hidden"), "hidden");
+        assert_eq!(safe_name("a b\n;rm -rf.csv"), "a_b__rm_-rf.csv");
+        assert_eq!(safe_name(".."), "file");
+        assert_eq!(safe_name("é.txt"), "_.txt");
+        assert_eq!(safe_name(&"x".repeat(500)).len(), 200);
+    }
 
     #[test]
     fn tiny_files_count_as_the_blocks_they_take() {

@@ -12,8 +12,8 @@ use anyhow::Context;
 use rmcp::ServiceExt;
 
 use crate::image::Environment;
+use crate::mcp::PythonExecutor;
 use crate::sandbox::Sandbox;
-use crate::server::PythonExecutor;
 use crate::tasks::Background;
 
 /// How long shutdown waits for running calls' containers to be removed.

@@ -24,8 +24,8 @@ use super::intake::{
 };
 use crate::auth::{TokenOwner, Tokens, bearer, read_tokens};
 use crate::image::Environment;
+use crate::mcp::PythonExecutor;
 use crate::sandbox::Sandbox;
-use crate::server::PythonExecutor;
 use crate::settings::HttpSettings;
 use crate::tasks::Background;
 
