@@ -223,3 +223,177 @@ fn shrink(
         side = side * 7 / 10;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let image = image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])
+        });
+        let mut bytes = Vec::new();
+        image
+            .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_big_image_is_downscaled_and_a_small_one_kept_as_it_is() {
+        let small = png(10, 10);
+        let (bytes, mime) = fit_image(&small, image::ImageFormat::Png, 1 << 20, later()).unwrap();
+        assert_eq!((bytes, mime), (small, "image/png"));
+        let big = png(3000, 1000);
+        let (bytes, _) = fit_image(&big, image::ImageFormat::Png, 1 << 20, later()).unwrap();
+        let (width, height) = image::load_from_memory(&bytes)
+            .unwrap()
+            .into_rgb8()
+            .dimensions();
+        assert_eq!((width, height), (MAX_IMAGE_SIDE, 523));
+        assert!(bytes.len() <= 1 << 20);
+        // A byte limit smaller than the PNG forces JPEG or a smaller size.
+        let (bytes, _) = fit_image(&big, image::ImageFormat::Png, 100 << 10, later()).unwrap();
+        assert!(bytes.len() <= 100 << 10);
+    }
+
+    fn later() -> Instant {
+        Instant::now() + RENDER_BUDGET
+    }
+
+    fn left_out(result: Result<(Vec<u8>, &'static str), Unfit>) -> String {
+        match result {
+            Err(Unfit::LeftOut(why)) => why,
+            other => panic!(
+                "expected the image left out, got {:?}",
+                other.map(|(_, m)| m)
+            ),
+        }
+    }
+
+    /// A JPEG's headers up to its first scan: SOF `sof` (0xC0 baseline, 0xC2 progressive)
+    /// of `width` x `height` with `components`, one quantisation table, one DC and one AC table, and the
+    /// first bytes of a scan that ends there, as a 134-byte bomb does.
+    fn jpeg_headers(sof: u8, width: u16, height: u16, components: u8) -> Vec<u8> {
+        let mut jpeg = vec![0xFF, 0xD8];
+        jpeg.extend([0xFF, 0xDB, 0x00, 0x43, 0x00]);
+        jpeg.extend([1u8; 64]);
+        let sof_length = 8 + 3 * u16::from(components);
+        jpeg.extend([0xFF, sof]);
+        jpeg.extend(sof_length.to_be_bytes());
+        jpeg.push(8);
+        jpeg.extend(height.to_be_bytes());
+        jpeg.extend(width.to_be_bytes());
+        jpeg.push(components);
+        for id in 1..=components {
+            jpeg.extend([id, 0x11, 0x00]);
+        }
+        jpeg.extend([0xFF, 0xC4, 0x00, 0x14, 0x00, 0x01]);
+        jpeg.extend([0u8; 15]);
+        jpeg.push(0x00);
+        jpeg.extend([0xFF, 0xC4, 0x00, 0x14, 0x10, 0x01]);
+        jpeg.extend([0u8; 15]);
+        jpeg.push(0x00);
+        let sos_length = 6 + 2 * u16::from(components);
+        jpeg.extend([0xFF, 0xDA]);
+        jpeg.extend(sos_length.to_be_bytes());
+        jpeg.push(components);
+        for id in 1..=components {
+            jpeg.extend([id, 0x00]);
+        }
+        jpeg.extend([0x00, 0x00, 0x00]);
+        jpeg.extend([0u8; 8]);
+        jpeg
+    }
+
+    fn encoded(format: image::ImageFormat, width: u32, height: u32) -> Vec<u8> {
+        // Noise, so that no format can shrink it to nothing and a cut loses real data.
+        let mut state = 0x2545_F491_u32;
+        let image = image::RgbaImage::from_fn(width, height, |_, _| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            image::Rgba([state as u8, (state >> 8) as u8, (state >> 16) as u8, 255])
+        });
+        let mut bytes = Vec::new();
+        let image = image::DynamicImage::from(image);
+        let image = if format == image::ImageFormat::Jpeg {
+            image::DynamicImage::from(image.to_rgb8())
+        } else {
+            image
+        };
+        image
+            .write_to(&mut Cursor::new(&mut bytes), format)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn an_image_bomb_is_refused_from_its_header_before_anything_is_allocated() {
+        // A PNG header claiming 100000 x 100000 pixels.
+        let mut bomb = png(1, 1);
+        bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        assert!(fit_image(&bomb, image::ImageFormat::Png, 1 << 20, later()).is_err());
+        // The JPEG of the report: grey, progressive, 16384 x 16384, 256 MiB of pixels
+        // exactly (what the old limit let through) and 512 MiB of coefficients besides.
+        let bomb = jpeg_headers(0xC2, 16384, 16384, 1);
+        assert!(bomb.len() < 150, "{}", bomb.len());
+        let why = left_out(fit_image(&bomb, image::ImageFormat::Jpeg, 1 << 20, later()));
+        assert!(
+            why.contains("16384x16384 pixels, over the 40 million"),
+            "{why}"
+        );
+        // Under the pixel limit, but progressive: its coefficients count.
+        let progressive = jpeg_headers(0xC2, 6000, 6000, 3);
+        let why = left_out(fit_image(
+            &progressive,
+            image::ImageFormat::Jpeg,
+            1 << 20,
+            later(),
+        ));
+        assert!(why.contains("MiB to decode, over the 192 MiB"), "{why}");
+        // The same size, baseline: within the limits, so decoded, and found truncated.
+        let baseline = jpeg_headers(0xC0, 6000, 6000, 3);
+        let why = left_out(fit_image(
+            &baseline,
+            image::ImageFormat::Jpeg,
+            1 << 20,
+            later(),
+        ));
+        assert!(why.starts_with("not decoded whole"), "{why}");
+    }
+
+    #[test]
+    fn a_truncated_image_is_left_out_not_decoded_as_far_as_it_goes() {
+        for format in [
+            image::ImageFormat::Png,
+            image::ImageFormat::Jpeg,
+            image::ImageFormat::Gif,
+            image::ImageFormat::WebP,
+        ] {
+            let whole = encoded(format, 1700, 300);
+            let (sent, _) = fit_image(&whole, format, 1 << 20, later())
+                .unwrap_or_else(|e| panic!("{format:?} whole: {e:?}"));
+            assert!(sent.len() <= 1 << 20);
+            let cut = &whole[..whole.len() * 6 / 10];
+            let why = left_out(fit_image(cut, format, 1 << 20, later()));
+            assert!(why.starts_with("not decoded whole"), "{format:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn past_the_calls_rendering_budget_an_image_is_left_out_undecoded() {
+        let big = png(3000, 1000);
+        let why = left_out(fit_image(
+            &big,
+            image::ImageFormat::Png,
+            1 << 20,
+            Instant::now(),
+        ));
+        assert!(why.contains("took over 20 s"), "{why}");
+        // One that needs no decoding is still sent.
+        let small = png(10, 10);
+        assert!(fit_image(&small, image::ImageFormat::Png, 1 << 20, Instant::now()).is_ok());
+    }
+}
