@@ -1,14 +1,16 @@
 //! Each call's files and full output saved on the host under `--output-dir`, for the user to
 //! open: a new folder per call (`call-<unix time>-<random>`), readable by this user only
-//! (folders 0700, files 0600), nothing written outside it, nothing followed or replaced; and
-//! the folder as a whole bounded by `--output-dir-max`: the oldest call folders are removed
-//! first to make room, and what alone would not fit is left out and said so.
+//! (folders 0700, files 0600), nothing written outside it, nothing followed or replaced
+//! ([`safe_name`] makes a name from inside the sandbox safe to create); and the folder as a
+//! whole bounded by `--output-dir-max`: the oldest call folders are removed first to make
+//! room, and what alone would not fit is left out and said so. Saving is a step of its own,
+//! after a call's answer is rendered; the MCP layer links what was saved.
 //!
 //! What counts is disk, not content: each file and folder as whole 4 KiB blocks (so many tiny
-//! files cannot fill the disk or its inodes under a limit of bytes). The total is counted once (the call folders found at the first save) and then kept as calls
-//! are saved and removed, so a save costs no walk of the whole folder. Only folders named as
-//! this module names them are ever counted or removed: anything else the user keeps there is
-//! left alone.
+//! files cannot fill the disk or its inodes under a limit of bytes). The total is counted
+//! once (the call folders found at the first save) and then kept as calls are saved and
+//! removed, so a save costs no walk of the whole folder. Only folders named as this module
+//! names them are ever counted or removed: anything else the user keeps there is left alone.
 
 use std::collections::VecDeque;
 use std::fs::{DirBuilder, OpenOptions};
@@ -83,21 +85,7 @@ pub fn save(dir: &Path, items: &[Item<'_>], max: u64) -> std::io::Result<Saved> 
             left_out.push(index);
         }
     }
-    let mut removed = 0;
-    while ledger.total + size > max {
-        let Some((name, bytes)) = ledger.calls.pop_front() else {
-            break;
-        };
-        match std::fs::remove_dir_all(dir.join(&name)) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::warn!(folder = %name, %error, "could not remove an old call folder");
-            }
-        }
-        ledger.total = ledger.total.saturating_sub(bytes);
-        removed += 1;
-    }
+    let removed = make_room(&mut ledger, dir, size, max);
     let call = call_id();
     let folder = dir.join(&call);
     let private = |path: &Path| DirBuilder::new().mode(0o700).create(path);
@@ -130,6 +118,27 @@ pub fn save(dir: &Path, items: &[Item<'_>], max: u64) -> std::io::Result<Saved> 
         left_out,
         removed,
     })
+}
+
+/// Removes the oldest call folders until `size` more bytes fit within `max` (or none is
+/// left); returns how many were removed.
+fn make_room(ledger: &mut Ledger, dir: &Path, size: u64, max: u64) -> usize {
+    let mut removed = 0;
+    while ledger.total + size > max {
+        let Some((name, bytes)) = ledger.calls.pop_front() else {
+            break;
+        };
+        match std::fs::remove_dir_all(dir.join(&name)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(folder = %name, %error, "could not remove an old call folder");
+            }
+        }
+        ledger.total = ledger.total.saturating_sub(bytes);
+        removed += 1;
+    }
+    removed
 }
 
 /// The call folders under `dir` and their sizes (files counted by their length, links and
