@@ -7,10 +7,7 @@
 
 use serde::Deserialize;
 
-use super::payload::Bundle;
-
-/// Room for the manifest on top of the files' own bytes.
-pub const MANIFEST_MAX: usize = 256 << 10;
+use super::protocol::{Bundle, MANIFEST_MAX};
 
 /// Longest name kept; longer ones are cut.
 const NAME_MAX: usize = 255;

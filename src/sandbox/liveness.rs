@@ -8,10 +8,51 @@
 //! lock file here (another machine, another state directory) is unknown, never dead: it is
 //! left to its deadline. The folder must be this user's own, and no lock is opened through a
 //! link (`private_dir`): another local user who could swap a live server's lock file would
-//! have its sessions reaped.
+//! have its sessions reaped. [`Liveness`] is what a sandbox knows of all this: where the
+//! locks are, and its own lock while it serves.
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// One sandbox's view of the liveness locks.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Where servers' liveness locks live: the reaper asks there whether a frozen session's
+    /// server is gone.
+    instances: OnceLock<PathBuf>,
+    /// While serving: this server's own liveness lock.
+    alive: Mutex<Option<Alive>>,
+}
+
+impl Liveness {
+    /// Lets the reaper ask the liveness locks under `state_dir` whether a frozen session's
+    /// server is gone (a one-shot `exec` does, without holding a lock of its own).
+    pub fn see(&self, state_dir: &Path) {
+        let _ = self.instances.set(instances_dir(state_dir));
+    }
+
+    /// Holds the lock of `instance` under `state_dir` while it serves, so that another
+    /// server's reaper can tell its frozen sessions from a dead server's.
+    pub fn claim(&self, state_dir: &Path, instance: &str) {
+        self.see(state_dir);
+        let dir = instances_dir(state_dir);
+        match claim(&dir, instance) {
+            Ok(alive) => *self.alive.lock().unwrap_or_else(|e| e.into_inner()) = Some(alive),
+            Err(error) => tracing::warn!(
+                %error,
+                dir = %dir.display(),
+                "cannot hold this server's liveness lock: another server will reap its frozen \
+                 sessions only at their deadline should it die"
+            ),
+        }
+    }
+
+    /// Where servers' liveness locks are, once known.
+    pub fn instances_dir(&self) -> Option<PathBuf> {
+        self.instances.get().cloned()
+    }
+}
 
 /// The lock a serving server holds while it lives; dropped at shutdown (the file goes too).
 #[derive(Debug)]

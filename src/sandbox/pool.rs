@@ -19,8 +19,9 @@ use bollard::container::AttachContainerResults;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 
-use super::container::ContainerGuard;
-use super::{Sandbox, SandboxError};
+use super::guard::ContainerGuard;
+use super::launcher::Launcher;
+use super::types::SandboxError;
 use crate::config::PoolConfig;
 
 /// Longest pause between refill attempts while Docker keeps failing.
@@ -125,19 +126,23 @@ impl Pool {
     }
 }
 
-/// The refill task: keeps `size` warm containers of the current image until shutdown.
-pub(super) async fn keep_full(sandbox: Arc<Sandbox>) {
-    let pool = sandbox.pool();
+/// The refill task: keeps `size` warm containers of the current image (`current_image`)
+/// until shutdown.
+pub(super) async fn keep_full(
+    launcher: &Launcher,
+    pool: &Pool,
+    current_image: &(dyn Fn() -> Arc<str> + Send + Sync),
+) {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let image = sandbox.current_image();
+        let image = current_image();
         let mut ready = pool.evict(&image);
         let mut failed = false;
-        while ready < pool.config.size && sandbox.current_image() == image {
-            let warming = warm_one(&sandbox, image.clone());
+        while ready < pool.config.size && current_image() == image {
+            let warming = warm_one(launcher, pool, image.clone());
             let warmed = tokio::select! {
                 warmed = warming => warmed,
-                _ = sandbox.stopping().cancelled() => break,
+                _ = launcher.stopping().cancelled() => break,
             };
             match warmed {
                 Ok(warm) => {
@@ -162,16 +167,16 @@ pub(super) async fn keep_full(sandbox: Arc<Sandbox>) {
         tokio::select! {
             _ = pool.wake.notified() => {}
             _ = tokio::time::sleep(pause) => {}
-            _ = sandbox.stopping().cancelled() => break,
+            _ = launcher.stopping().cancelled() => break,
         }
     }
     pool.drain();
 }
 
 /// Creates, attaches and starts one container that may wait up to the max age for a call.
-async fn warm_one(sandbox: &Sandbox, image: Arc<str>) -> Result<Warm, SandboxError> {
-    let (guard, streams) = sandbox
-        .start_execution(&image, sandbox.pool().config.max_age, None)
+async fn warm_one(launcher: &Launcher, pool: &Pool, image: Arc<str>) -> Result<Warm, SandboxError> {
+    let (guard, streams) = launcher
+        .start_execution(&image, pool.config.max_age, None)
         .await?;
     Ok(Warm {
         guard,
@@ -179,4 +184,13 @@ async fn warm_one(sandbox: &Sandbox, image: Arc<str>) -> Result<Warm, SandboxErr
         image,
         born: Instant::now(),
     })
+}
+
+/// Wakes the pool's refill task when dropped, whichever way the call ended.
+pub(super) struct RefillAfter<'a>(pub &'a Pool);
+
+impl Drop for RefillAfter<'_> {
+    fn drop(&mut self) {
+        self.0.wake();
+    }
 }

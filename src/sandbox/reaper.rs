@@ -1,5 +1,5 @@
 //! The reaper: removes labelled containers whose deadline has passed, at start and every
-//! [`super::REAP_EVERY`] while serving.
+//! [`REAP_EVERY`] while serving ([`keep_reaping`]).
 //!
 //! A server killed with SIGKILL cannot clean up; its containers carry a deadline label, and
 //! any running server removes those past it -- one started before the crash too, so a client
@@ -17,20 +17,47 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptions;
 
-use super::START_TIMEOUT;
-use super::container::{NO_PAYLOAD, Removing, remove_container};
-use super::liveness;
+use super::guard::{Removing, remove_container};
+use super::launcher::Launcher;
+use super::liveness::{self, Liveness};
+use super::protocol::NO_PAYLOAD;
+use super::types::START_TIMEOUT;
 use crate::labels::{LABEL_DEADLINE, LABEL_OWNER, LABEL_SESSION, LABEL_WARM};
+use crate::metrics::Metrics;
+
+/// How often a serving server looks for containers to reap: a killed server's containers go
+/// within their deadline plus this.
+pub const REAP_EVERY: Duration = Duration::from_secs(10);
 
 /// A container created longer ago than this and never started has lost its server (which
 /// gives up on a start after [`START_TIMEOUT`]).
 const NEVER_STARTED: u64 = START_TIMEOUT.as_secs() * 2;
+
+/// Reaps every [`REAP_EVERY`] until shutdown: labelled containers past their deadline (a
+/// server killed earlier, even one that died after this one started) and warm and session
+/// containers whose server is gone.
+pub(super) async fn keep_reaping(launcher: &Launcher, liveness: &Liveness, metrics: &Metrics) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REAP_EVERY) => {}
+            _ = launcher.stopping().cancelled() => return,
+        }
+        let Ok(docker) = launcher.docker().await else {
+            continue;
+        };
+        let instances = liveness.instances_dir();
+        match reap_expired(docker, SystemTime::now(), instances.as_deref()).await {
+            Ok(reaped) => metrics.reaped(reaped),
+            Err(error) => tracing::debug!(%error, "could not list containers to reap"),
+        }
+    }
+}
 
 /// Every container a server of this project made (any state): labelled with a non-empty
 /// owner. An empty owner was inherited from an environment image, not set by a server: such

@@ -471,12 +471,12 @@ def _finish(status, exit):
 
 
 def _read_line(fd):
-    """One header line from `fd` (at most 256 bytes); None at EOF or for a line too long to
+    """One header line from `fd` (at most _HEADER_MAX bytes); None at EOF or for a line too long to
     be a header."""
     line = b""
     while not line.endswith(b"\n"):
         byte = os.read(fd, 1)
-        if not byte or len(line) > 256:
+        if not byte or len(line) > _HEADER_MAX:
             return None
         line += byte
     return line
@@ -785,7 +785,7 @@ def _keep_deadline(seconds, exit):
         # As PID 1 only signals with a handler arrive; a SIGALRM the program sends early is
         # ignored here.
         if time.monotonic() >= deadline - 0.5:
-            exit(137)
+            exit(_KILLED)
 
     signal.signal(signal.SIGALRM, expired)
     signal.alarm(seconds)
@@ -855,7 +855,13 @@ def _fork(child, stdin, child_fds, parent_fds):
     return pid, out_read, err_read
 
 
+# The values the server shares with this program (sandbox/protocol.rs, whose unit test
+# checks them here): the status of a killed process, the start of each trailer, the exit
+# status when no payload comes, and the longest header line a session reads.
+_KILLED = 137
+_TRAILER = b"\0pyexec-exit "
 _NO_PAYLOAD = 125
+_HEADER_MAX = 256
 # Seconds an interrupted call has to end before the child is killed.
 _INTERRUPT_GRACE = 2.0
 # Output a session's child writes between calls, kept per stream for the next call.
@@ -1048,7 +1054,7 @@ def _session(idle, exit):
         if ended is not None:
             status = ended
             flags += b" ended"
-            if status == 137 and _oom_killed():
+            if status == _KILLED and _oom_killed():
                 flags += b" oom"
         bundle = b""
         if budget > 0:
@@ -1056,7 +1062,7 @@ def _session(idle, exit):
                 bundle = _collect(budget, seen)
             except Exception as error:
                 _write_all(2, b"pyexec runner: files could not be collected: %r\n" % (error,))
-        trailer = b"\0pyexec-exit " + token + b" " + str(status).encode()
+        trailer = _TRAILER + token + b" " + str(status).encode()
         for fd, tail in ((1, b" %d%s\n" % (len(bundle), flags) + bundle), (2, b"\n")):
             try:
                 _write_all(fd, trailer + tail)
@@ -1111,7 +1117,7 @@ def _supervise():
     header = _read_header()
     if header is None:
         _write_all(2, b"pyexec runner: no payload received\n")
-        exit(125)
+        exit(_NO_PAYLOAD)
     length, token, budget = header
     try:
         _write_all(code_write, _read_exact(0, length))
@@ -1128,8 +1134,8 @@ def _supervise():
             bundle = _collect(budget)
         except Exception as error:
             _write_all(2, b"pyexec runner: files could not be collected: %r\n" % (error,))
-    trailer = b"\0pyexec-exit " + token + b" " + str(status).encode()
-    oom = b" oom" if status == 137 and _oom_killed() else b""
+    trailer = _TRAILER + token + b" " + str(status).encode()
+    oom = b" oom" if status == _KILLED and _oom_killed() else b""
     for fd, tail in ((1, b" %d%s\n" % (len(bundle), oom) + bundle), (2, b"\n")):
         try:
             _write_all(fd, trailer + tail)

@@ -14,9 +14,9 @@ use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::container::ContainerGuard;
-use super::payload::{Bundle, Trailer};
-use super::{KILLED, RunOutcome, START_TIMEOUT, SandboxError, Stream};
+use super::guard::ContainerGuard;
+use super::protocol::{Bundle, KILLED, Trailer};
+use super::types::{RunOutcome, START_TIMEOUT, SandboxError, Stream};
 use crate::docker::{DockerError, classify};
 
 /// Create, attach, start, stream `payload` in and the output out to `on_output`, wait.
