@@ -370,4 +370,123 @@ mod tests {
         assert_eq!(out, expected);
         assert_eq!(trailer.status(), None);
     }
+
+    /// Python's spelling of a bytes literal, as runner.py writes its constants.
+    fn py_bytes(bytes: &[u8]) -> String {
+        let inner: String = bytes
+            .iter()
+            .map(|&b| match b {
+                0 => "\\0".to_string(),
+                b'"' | b'\\' => format!("\\{}", b as char),
+                0x20..=0x7e => (b as char).to_string(),
+                _ => format!("\\x{b:02x}"),
+            })
+            .collect();
+        format!("b\"{inner}\"")
+    }
+
+    /// The lines of runner.py that are code (comments left out), trimmed.
+    fn runner_code() -> Vec<&'static str> {
+        RUNNER
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect()
+    }
+
+    fn runner_has(line: &str) {
+        assert!(
+            runner_code().contains(&line),
+            "runner.py does not say `{line}`: the server and the runner disagree"
+        );
+    }
+
+    #[test]
+    fn the_runner_uses_the_same_values() {
+        runner_has(&format!("_KILLED = {KILLED}"));
+        runner_has(&format!("_NO_PAYLOAD = {NO_PAYLOAD}"));
+        runner_has(&format!("_HEADER_MAX = {HEADER_MAX}"));
+        runner_has(&format!("_TRAILER = {}", py_bytes(TRAILER_MARK)));
+        runner_has(&format!("_INTERRUPT = {}", py_bytes(INTERRUPT)));
+        runner_has(&format!(
+            "_INTERRUPT_GRACE = {:?}",
+            INTERRUPT_GRACE.as_secs_f64()
+        ));
+        // Spelled once, as the constant: no literal elsewhere can drift from it.
+        for value in [
+            KILLED.to_string(),
+            NO_PAYLOAD.to_string(),
+            HEADER_MAX.to_string(),
+        ] {
+            let lines: Vec<_> = runner_code()
+                .into_iter()
+                .filter(|line| {
+                    line.split(|c: char| !c.is_ascii_digit())
+                        .any(|n| n == value)
+                })
+                .collect();
+            assert_eq!(lines.len(), 1, "{value} in runner.py: {lines:?}");
+        }
+        let marks = runner_code()
+            .into_iter()
+            .filter(|line| line.contains("pyexec-exit"))
+            .count();
+        assert_eq!(marks, 1, "the trailer's mark is spelled once, as _TRAILER");
+        runner_has(&format!(
+            "if len(sys.argv) > 5 and sys.argv[4] == \"{SESSION_MODE}\":"
+        ));
+    }
+
+    #[test]
+    fn the_runner_reads_the_header_fields_where_the_server_writes_them() {
+        let plain = call_header(3, "TOKEN", 7);
+        assert_eq!(plain, "3 TOKEN 7\n", "code length, token, files budget");
+        runner_has("budget = int(fields[2]) if len(fields) > 2 else 0");
+        runner_has("return int(fields[0]), fields[1], budget");
+        let session = session_header(3, "TOKEN", 7, 11, Duration::from_secs(4));
+        assert_eq!(
+            session, "3 TOKEN 7 11 4000\n",
+            "code length, token, files budget, stdin length, timeout in ms"
+        );
+        runner_has("code_length, token, budget = int(fields[0]), fields[1], int(fields[2])");
+        runner_has("input_length, timeout = int(fields[3]), int(fields[4]) / 1000.0");
+        // The longest header a session may send still fits the runner's line.
+        let longest = session_header(
+            usize::MAX,
+            &"f".repeat(32),
+            usize::MAX,
+            usize::MAX,
+            Duration::from_secs(u64::MAX / 1000),
+        );
+        assert!(longest.len() <= HEADER_MAX, "{}", longest.len());
+    }
+
+    #[test]
+    fn the_runner_writes_trailers_as_they_are_parsed() {
+        // `<mark><token> <status>`, then ` <length><flags>` LF and the bundle on stdout, LF on
+        // stderr.
+        let written = "trailer = _TRAILER + token + b\" \" + str(status).encode()";
+        assert_eq!(runner_code().iter().filter(|l| **l == written).count(), 2);
+        runner_has(
+            "for fd, tail in ((1, b\" %d%s\\n\" % (len(bundle), flags) + bundle), (2, b\"\\n\")):",
+        );
+        runner_has(
+            "for fd, tail in ((1, b\" %d%s\\n\" % (len(bundle), oom) + bundle), (2, b\"\\n\")):",
+        );
+        runner_has(&format!(
+            "oom = b\" {FLAG_OOM}\" if status == _KILLED and _oom_killed() else b\"\""
+        ));
+        for flag in [FLAG_TIMEOUT, FLAG_ENDED, FLAG_OOM] {
+            runner_has(&format!("flags += b\" {flag}\""));
+        }
+        // The longest status line the runner writes fits what the parser waits for.
+        let longest = format!("255 {} {FLAG_TIMEOUT} {FLAG_ENDED} {FLAG_OOM}\n", u64::MAX);
+        assert!(longest.len() <= STATUS_MAX);
+        let mut trailer = Trailer::new("t", 10);
+        let mut line = TRAILER_MARK.to_vec();
+        line.extend_from_slice(b"t 137 0 timeout ended oom\n");
+        through(&mut trailer, &[&line]);
+        assert_eq!(trailer.status(), Some(KILLED));
+        assert!(trailer.interrupted() && trailer.ended() && trailer.oom());
+    }
 }
