@@ -141,26 +141,12 @@ pub async fn remove_container(
     name: &str,
     removing: Removing,
 ) -> Result<(), bollard::errors::Error> {
-    const NOT_FOUND_PAUSES: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(2)];
-    const UNREACHABLE_PAUSES: [Duration; 4] = [
-        Duration::from_secs(1),
-        Duration::from_secs(2),
-        Duration::from_secs(4),
-        Duration::from_secs(8),
-    ];
-    const REFUSED_PAUSES: [Duration; 4] = [
-        Duration::from_millis(100),
-        Duration::from_millis(300),
-        Duration::from_secs(1),
-        Duration::from_secs(2),
-    ];
     let options = || RemoveContainerOptions {
         force: true,
         v: true,
         ..Default::default()
     };
-    let (mut not_found, mut unreachable) = (NOT_FOUND_PAUSES.iter(), UNREACHABLE_PAUSES.iter());
-    let mut refused = REFUSED_PAUSES.iter();
+    let mut retries = Retries::default();
     loop {
         if removing.maybe_paused {
             match docker.unpause_container(name).await {
@@ -168,32 +154,81 @@ pub async fn remove_container(
                 Err(error) => tracing::trace!(container = %name, %error, "not paused"),
             }
         }
-        let pause = match docker.remove_container(name, Some(options())).await {
-            Ok(()) => return Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
+        let Err(error) = docker.remove_container(name, Some(options())).await else {
+            return Ok(());
+        };
+        match retries.after(error, removing, name)? {
+            Some(pause) => tokio::time::sleep(pause).await,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The retries [`remove_container`] has left, by kind of failure.
+struct Retries {
+    not_found: std::slice::Iter<'static, Duration>,
+    unreachable: std::slice::Iter<'static, Duration>,
+    refused: std::slice::Iter<'static, Duration>,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        const NOT_FOUND_PAUSES: [Duration; 2] =
+            [Duration::from_millis(500), Duration::from_secs(2)];
+        const UNREACHABLE_PAUSES: [Duration; 4] = [
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_secs(4),
+            Duration::from_secs(8),
+        ];
+        const REFUSED_PAUSES: [Duration; 4] = [
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+        ];
+        Self {
+            not_found: NOT_FOUND_PAUSES.iter(),
+            unreachable: UNREACHABLE_PAUSES.iter(),
+            refused: REFUSED_PAUSES.iter(),
+        }
+    }
+}
+
+impl Retries {
+    /// What a failed removal of `name` calls for: the pause before the next attempt, `None`
+    /// when the failure means the container is gone (or going), or the error to give up with.
+    fn after(
+        &mut self,
+        error: bollard::errors::Error,
+        removing: Removing,
+        name: &str,
+    ) -> Result<Option<Duration>, bollard::errors::Error> {
+        use bollard::errors::Error::DockerResponseServerError as Server;
+        let pause = match error {
+            Server {
                 status_code: 404, ..
-            }) => match not_found.next().filter(|_| removing.maybe_creating) {
-                Some(pause) => pause,
-                None => return Ok(()),
-            },
-            Err(bollard::errors::Error::DockerResponseServerError {
+            } => {
+                return Ok(self
+                    .not_found
+                    .next()
+                    .filter(|_| removing.maybe_creating)
+                    .copied());
+            }
+            Server {
                 status_code: 409, ..
-            }) => return Ok(()),
-            Err(
-                error @ bollard::errors::Error::DockerResponseServerError {
-                    status_code: 500.., ..
-                },
-            ) => match refused.next() {
+            } => return Ok(None),
+            Server {
+                status_code: 500.., ..
+            } => match self.refused.next() {
                 Some(pause) => {
                     tracing::debug!(container = %name, %error, retry_in = ?pause, "removal refused");
                     pause
                 }
                 None => return Err(error),
             },
-            Err(error @ bollard::errors::Error::DockerResponseServerError { .. }) => {
-                return Err(error);
-            }
-            Err(error) => match unreachable.next() {
+            Server { .. } => return Err(error),
+            _ => match self.unreachable.next() {
                 Some(pause) => {
                     tracing::debug!(container = %name, %error, retry_in = ?pause, "removal failed");
                     pause
@@ -201,6 +236,6 @@ pub async fn remove_container(
                 None => return Err(error),
             },
         };
-        tokio::time::sleep(*pause).await;
+        Ok(Some(*pause))
     }
 }

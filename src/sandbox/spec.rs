@@ -80,31 +80,11 @@ pub fn container_spec(
     }
     // The user's data, read-only, when they chose to share a folder (never in installs).
     if let Some(workspace) = &config.workspace {
-        host_config.mounts = Some(vec![Mount {
-            target: Some(WORKSPACE.to_string()),
-            source: Some(workspace.display().to_string()),
-            typ: Some(MountType::BIND),
-            read_only: Some(true),
-            bind_options: Some(MountBindOptions {
-                propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
-                non_recursive: Some(true),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]);
+        host_config.mounts = Some(workspace_mount(workspace));
     }
-    let mut env = attached_body().env.unwrap_or_default();
-    // Matplotlib draws headless; figures come back when files may (see runner.py).
-    let backend = if config.outputs.max_files_bytes > 0 {
-        "module://pyexec_figures"
-    } else {
-        "Agg"
-    };
-    env.push(format!("MPLBACKEND={backend}"));
-    env.push(format!("MPLCONFIGDIR={MPL_CONFIG_DIR}"));
     ContainerCreateBody {
         image: Some(image.to_string()),
-        env: Some(env),
+        env: Some(execution_env(config)),
         // Root only until the runner has given the program `uid` (and as its group: nothing
         // else in the container or on the host has it) and itself the next uid, with no
         // capability left but KILL: under every runtime, gVisor included, the program then
@@ -115,18 +95,7 @@ pub fn container_spec(
         // `-s -S -P`: nothing of the environment's packages (no `.pth`, no site-packages) and
         // no folder the program can write (`-c` would put the working directory, /tmp, first
         // on sys.path) reaches the supervisor's imports; the child runs `site` itself.
-        entrypoint: Some(vec![
-            VENV_PYTHON.to_string(),
-            "-s".to_string(),
-            "-S".to_string(),
-            "-P".to_string(),
-            "-u".to_string(),
-            "-c".to_string(),
-            RUNNER.to_string(),
-            inner_deadline.to_string(),
-            uid.to_string(),
-            supervisor_uid(uid).to_string(),
-        ]),
+        entrypoint: Some(runner_entrypoint(inner_deadline, uid)),
         cmd: Some(Vec::new()),
         labels: Some({
             let mut labels =
@@ -139,6 +108,53 @@ pub fn container_spec(
         host_config: Some(host_config),
         ..attached_body()
     }
+}
+
+/// The read-only bind of `--workspace` at [`WORKSPACE`].
+fn workspace_mount(workspace: &std::path::Path) -> Vec<Mount> {
+    vec![Mount {
+        target: Some(WORKSPACE.to_string()),
+        source: Some(workspace.display().to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        bind_options: Some(MountBindOptions {
+            propagation: Some(MountBindOptionsPropagationEnum::RPRIVATE),
+            non_recursive: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]
+}
+
+/// An execution's environment: the shared minimal one, and matplotlib's.
+fn execution_env(config: &SandboxConfig) -> Vec<String> {
+    let mut env = attached_body().env.unwrap_or_default();
+    // Matplotlib draws headless; figures come back when files may (see runner.py).
+    let backend = if config.outputs.max_files_bytes > 0 {
+        "module://pyexec_figures"
+    } else {
+        "Agg"
+    };
+    env.push(format!("MPLBACKEND={backend}"));
+    env.push(format!("MPLCONFIGDIR={MPL_CONFIG_DIR}"));
+    env
+}
+
+/// The runner, started with its deadline (`inner_deadline` seconds), the program's uid and
+/// the supervisor's.
+fn runner_entrypoint(inner_deadline: u64, uid: u32) -> Vec<String> {
+    vec![
+        VENV_PYTHON.to_string(),
+        "-s".to_string(),
+        "-S".to_string(),
+        "-P".to_string(),
+        "-u".to_string(),
+        "-c".to_string(),
+        RUNNER.to_string(),
+        inner_deadline.to_string(),
+        uid.to_string(),
+        supervisor_uid(uid).to_string(),
+    ]
 }
 
 /// Docker's create body for one session: exactly an execution's ([`container_spec`]), with

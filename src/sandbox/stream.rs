@@ -58,29 +58,7 @@ pub(super) async fn start_attached(
         .try_lock_owned()
         .expect("a guard's container is created once");
     let starting = async {
-        let options = CreateContainerOptions {
-            name: Some(name.to_string()),
-            ..Default::default()
-        };
-        // The create request runs to its end even when this call is cancelled or timed out
-        // (the guard then removes what it made): an engine that sees its client go mid-create
-        // may keep a half-made container (Podman 4.3 then fails every later list).
-        let create = {
-            let docker = docker.clone();
-            tokio::spawn(async move {
-                let created = docker.create_container(Some(options), spec).await;
-                drop(held);
-                created
-            })
-        };
-        create
-            .await
-            .map_err(|e| DockerError::Failed {
-                action: "create the container",
-                message: e.to_string(),
-                source: None,
-            })?
-            .map_err(|e| classify(e, "create the container", &image))?;
+        create(docker, name, spec, held, &image).await?;
         let attach = AttachContainerOptions {
             stdin: true,
             stdout: true,
@@ -108,6 +86,42 @@ pub(super) async fn start_attached(
             ),
             source: None,
         })?
+}
+
+/// Creates the container `name`, holding the guard's create gate (`held`) until the request
+/// is over.
+///
+/// The create request runs to its end even when this call is cancelled or timed out (the
+/// guard then removes what it made): an engine that sees its client go mid-create may keep a
+/// half-made container (Podman 4.3 then fails every later list).
+async fn create(
+    docker: &Docker,
+    name: &str,
+    spec: ContainerCreateBody,
+    held: tokio::sync::OwnedMutexGuard<()>,
+    image: &str,
+) -> Result<(), SandboxError> {
+    let options = CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    let create = {
+        let docker = docker.clone();
+        tokio::spawn(async move {
+            let created = docker.create_container(Some(options), spec).await;
+            drop(held);
+            created
+        })
+    };
+    create
+        .await
+        .map_err(|e| DockerError::Failed {
+            action: "create the container",
+            message: e.to_string(),
+            source: None,
+        })?
+        .map_err(|e| classify(e, "create the container", image))?;
+    Ok(())
 }
 
 /// What goes into a started container, and how long its program may take.
@@ -171,29 +185,9 @@ pub(super) async fn stream_and_wait(
     let streamed = tokio::time::timeout(timeout, drive_until(read, write)).await;
     let duration_ms = started.elapsed().as_millis() as u64;
     let Ok(ended) = streamed else {
-        // What the program printed before the kill is output too.
-        if let Some((out, err)) = trailers.as_mut() {
-            out.finish(&mut |bytes| on_output(Stream::Stdout, bytes));
-            err.finish(&mut |bytes| on_output(Stream::Stderr, bytes));
-        }
-        return Ok(RunOutcome {
-            exit_code: KILLED,
-            timed_out: true,
-            oom_killed: false,
-            duration_ms,
-            bundle: Bundle::None,
-        });
+        return Ok(timed_out(trailers, on_output, duration_ms));
     };
-    let (exit_code, oom_killed) = match ended? {
-        // The runner read the container's memory cgroup: the OOM killer struck.
-        Some((KILLED, true)) => (KILLED, true),
-        // A child killed by SIGKILL may still have met the OOM killer where the runner cannot
-        // read the cgroup (gVisor): the supervisor exits with the same status right after its
-        // trailer, and the engine's record of the container tells.
-        Some((KILLED, false)) => exit_status(docker, name, image).await?,
-        Some((status, _)) => (status, false),
-        None => exit_status(docker, name, image).await?,
-    };
+    let (exit_code, oom_killed) = final_status(docker, name, image, ended?).await?;
     let bundle = trailers.map_or(Bundle::None, |(mut out, _)| out.take_bundle());
     Ok(RunOutcome {
         exit_code,
@@ -202,6 +196,46 @@ pub(super) async fn stream_and_wait(
         duration_ms,
         bundle,
     })
+}
+
+/// The outcome of a program still running at its timeout (its guard kills it). What it
+/// printed before is output too.
+fn timed_out(
+    mut trailers: Option<(Trailer, Trailer)>,
+    on_output: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    duration_ms: u64,
+) -> RunOutcome {
+    if let Some((out, err)) = trailers.as_mut() {
+        out.finish(&mut |bytes| on_output(Stream::Stdout, bytes));
+        err.finish(&mut |bytes| on_output(Stream::Stderr, bytes));
+    }
+    RunOutcome {
+        exit_code: KILLED,
+        timed_out: true,
+        oom_killed: false,
+        duration_ms,
+        bundle: Bundle::None,
+    }
+}
+
+/// The exit status of a program whose output ended, and whether the OOM killer struck: from
+/// its trailer (status, and the runner's OOM mark) when it wrote one, else from Docker.
+async fn final_status(
+    docker: &Docker,
+    name: &str,
+    image: &str,
+    trailer: Option<(i64, bool)>,
+) -> Result<(i64, bool), SandboxError> {
+    match trailer {
+        // The runner read the container's memory cgroup: the OOM killer struck.
+        Some((KILLED, true)) => Ok((KILLED, true)),
+        // A child killed by SIGKILL may still have met the OOM killer where the runner cannot
+        // read the cgroup (gVisor): the supervisor exits with the same status right after its
+        // trailer, and the engine's record of the container tells.
+        Some((KILLED, false)) => exit_status(docker, name, image).await,
+        Some((status, _)) => Ok((status, false)),
+        None => exit_status(docker, name, image).await,
+    }
 }
 
 /// One item of a container's attach stream as (stream, bytes); `None` for what is neither
