@@ -55,9 +55,9 @@ pub use spec::{CALL_UIDS, InstallTarget, container_spec, install_spec, session_s
 pub use stream::run_attached;
 pub use types::{ExecutionResult, RunOutcome, SandboxError, Stream};
 
-use crate::config::SandboxConfig;
 use crate::docker::classify;
 use crate::metrics::{Gauges, Metrics};
+use crate::settings::SandboxConfig;
 use guard::ContainerGuard;
 use launcher::Launcher;
 use liveness::Liveness;

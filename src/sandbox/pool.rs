@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use super::guard::ContainerGuard;
 use super::launcher::Launcher;
 use super::types::SandboxError;
-use crate::config::PoolConfig;
+use crate::settings::PoolConfig;
 
 /// Longest pause between refill attempts while Docker keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);

@@ -19,7 +19,7 @@ use super::launcher::Launcher;
 use super::session::{Session, SessionEnd, SessionInfo, freeze};
 use super::slots::Slots;
 use super::types::SandboxError;
-use crate::config::SessionConfig;
+use crate::settings::SessionConfig;
 
 /// How often the expiry task looks for idle and old sessions.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);

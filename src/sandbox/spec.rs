@@ -13,8 +13,8 @@ use bollard::models::{
 };
 
 use super::protocol::{RUNNER, SESSION_MODE};
-use crate::config::SandboxConfig;
 use crate::labels::{LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, LABEL_SESSION, LABEL_WARM};
+use crate::settings::SandboxConfig;
 /// The uids calls run as: each container draws its own from this range, so no kernel
 /// per-user limit or counter (inotify instances, user watches, RLIMIT_NPROC, keyrings) is
 /// shared between calls. Above the ranges hosts give users, services and subordinate ids, and
