@@ -2,37 +2,36 @@
 //! containers, one fresh container per call.
 //!
 //! # Layout
-//! - [`config`]: every setting (flag, `PYEXEC_*` variable, default, range) and its validation.
-//! - [`stdio`]: the line gateway between the client's pipes and rmcp: bad requests get answers.
-//! - [`http`]: MCP over Streamable HTTP with bearer tokens, Origin/Host checks, `/healthz`.
-//! - [`intake`]: what a request may cost before rmcp parses it (values counted, bodies
-//!   read under a shared byte budget), at both transports' edge.
-//! - [`listener`]: HTTP's accept loop: connection caps, header timeout, descriptor limit,
-//!   all before authentication.
-//! - [`private_dir`]: the state folder and its lock files, this user's only, never through a
-//!   link.
-//! - [`saved`]: each call's files and output under `--output-dir`, private, the folder bounded.
+//! Strict layers, each importing only those below it (`tests/layers.rs` checks it):
+//! - [`config`]: every setting (flag, `PYEXEC_*` variable, default, range) and its validation,
+//!   producing the [`settings`] types. Only `main.rs` uses it.
+//! - [`serving`]: the composition root while serving: background tasks on one [`tasks`]
+//!   tracker, the stdio and HTTP entry points, the shutdown order.
+//! - [`transport`]: the stdio line gateway, Streamable HTTP (bearer tokens, Origin/Host,
+//!   `/healthz`, `/metrics`), HTTP's listener, and the intake count both do before rmcp parses.
 //! - [`mcp`]: the MCP tools, thin: arguments, descriptions, answers as MCP content (figures
 //!   and files among them), and one notifier for live output and pip's output.
 //! - [`executor`]: the policy of one call: the preinstall wait, plain or session, the retry
 //!   when the environment image vanished, counting; installs' grants.
-//! - [`serving`]: what runs while serving (pool, reaper, preinstall) and the stdio and HTTP
-//!   entry points, each taking a shutdown future.
-//! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
-//!   the guard that removes it on every path, and the startup reaper.
-//! - [`base_image`]: `image build`: the recipe sent through the engine's API, the offline
-//!   root filesystem imported the same way.
-//! - [`docker`]: the lazy daemon connection and Docker errors turned into next steps.
-//! - [`ssh`]: `DOCKER_HOST=ssh://…`: one `ssh … docker system dial-stdio` per pooled connection.
-//! - [`doctor`]: the host check behind `mcp-python-executor doctor`.
 //! - [`image`]: the package environment: the current image, installs as checked, committed
 //!   layers, the cross-process install lock and the removal of superseded layers.
-//! - [`packages`]: package spec validation (PEP 508) and pip's argument vector.
-//! - [`metrics`]: counters and gauges for `/metrics`, in the Prometheus text format.
+//! - [`doctor`]: the host check behind `mcp-python-executor doctor`.
+//! - [`base_image`]: `image build`: the recipe sent through the engine's API, the offline
+//!   root filesystem imported the same way.
+//! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
+//!   the guard that removes it on every path, the pool, sessions and the reaper; the runner's
+//!   protocol.
+//! - [`docker`]: the lazy daemon connection and Docker errors turned into next steps;
+//!   [`ssh`]: `DOCKER_HOST=ssh://…`, one `ssh … docker system dial-stdio` per connection.
+//! - Leaves: [`settings`] (validated settings), [`labels`] (every label), [`auth`] (tokens,
+//!   grants, the owner of a request), [`hint`] (hints as data, an error printed once),
+//!   [`tasks`] (background tasks ended together), [`packages`] (PEP 508 specs, pip's
+//!   arguments), [`metrics`] (Prometheus text), [`private_dir`] (the state folder, this
+//!   user's only), [`saved`] (`--output-dir`, private and bounded).
 //!
-//! A call goes `mcp` → `executor` → [`sandbox::Sandbox::execute`] → Docker, and back as an
-//! [`sandbox::ExecutionResult`] that `mcp` renders. `main.rs` only parses the command line
-//! and wires these together.
+//! A call goes `transport` → `mcp` → `executor` → [`sandbox::Sandbox::execute`] → Docker, and
+//! back as an [`sandbox::ExecutionResult`] that `mcp` renders. `main.rs` only parses the
+//! command line and wires these together.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

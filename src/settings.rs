@@ -1,5 +1,5 @@
 //! The settings every subsystem runs with, already validated: plain data, no parsing and no
-//! behaviour. `config.rs` (the command line and `PYEXEC_*` variables) produces them; the
+//! behaviour. `config/` (the command line and `PYEXEC_*` variables) produces them; the
 //! sandbox, the environment and the transports read them. A leaf, so that no subsystem
 //! depends on the command line or on another subsystem to learn its settings.
 

@@ -1,5 +1,5 @@
 //! What `image build` is asked to do and what it did: the values the command line makes
-//! (`config.rs`) and the build reads.
+//! (`config/`) and the build reads.
 
 use std::path::PathBuf;
 

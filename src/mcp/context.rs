@@ -1,6 +1,6 @@
 //! What a tool call carries besides its arguments, and where its notifications go.
 //!
-//! From the request: the caller (the bearer token's owner and grants, set by `http.rs`; none
+//! From the request: the caller (the bearer token's owner and grants, set by `transport/http.rs`; none
 //! on stdio), the HTTP session it came in on (for the log), and of `_meta` only the progress
 //! token. A [`Notifier`] sends one call's messages as progress notifications when the client
 //! gave a token, else as log notifications at or above the level the client set; it is the
@@ -27,7 +27,7 @@ const MAX_PROGRESS_TOKEN: usize = 256;
 pub const DEFAULT_LOG_LEVEL: LoggingLevel = LoggingLevel::Info;
 
 /// Who made the call: the bearer token's owner (its digest, which owns the sessions made with
-/// it, and what it may do beyond running code), set by `http.rs` once the token is accepted;
+/// it, and what it may do beyond running code), set by `transport/http.rs` once the token is accepted;
 /// `None` on stdio and without authentication (one user: everything).
 pub fn caller(extensions: &Extensions) -> Option<TokenOwner> {
     extensions

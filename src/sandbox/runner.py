@@ -45,7 +45,7 @@
 #   over (threads joined, atexit handlers run, output flushed) it exits with the program's
 #   status.
 #
-# Session mode (`<deadline> <uids> session <idle seconds>`, see sandbox/session.rs): the child lives
+# Session mode (`<deadline> <uids> session <idle seconds>`, see sandbox/session_call.rs): the child lives
 # on and runs call after call in one `__main__` namespace. Each call's header also carries its
 # stdin's length and its timeout: "<code length> <token> <files budget> <stdin length>
 # <timeout ms>". The supervisor hands code and stdin to the child over a pipe, relays its
