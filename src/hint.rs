@@ -58,8 +58,9 @@ pub struct Report {
 impl Report {
     /// Builds the report from a chain's messages, outermost first. A cause is left out only
     /// when it is already said: an earlier message ends with it (the `"{context}: {source}"`
-    /// shape, which repeats its source), or with its detail after a label such as Docker's
-    /// "status code 500: ". A cause whose text merely appears inside an earlier one is kept.
+    /// shape, which repeats its source) or holds it in parentheses (`"… ({source})"`), or the
+    /// same of its detail after a label such as Docker's "status code 500: ". A cause whose
+    /// text merely appears inside an earlier one is kept.
     pub fn of<I: IntoIterator<Item = S>, S: AsRef<str>>(chain: I) -> Self {
         let mut report = Self::default();
         let mut earlier: Vec<String> = Vec::new();
@@ -70,7 +71,12 @@ impl Report {
                     report.hints.push(hint);
                 }
             }
-            let said = |part: &str| earlier.iter().any(|e| e == part || e.ends_with(part));
+            let said = |part: &str| {
+                let quoted = format!("({part})");
+                earlier
+                    .iter()
+                    .any(|e| e.ends_with(part) || e.contains(&quoted))
+            };
             let detail = reason.split_once(": ").map(|(_, detail)| detail);
             if !reason.is_empty() && !said(&reason) && !detail.is_some_and(said) {
                 report.causes.push(reason.clone());

@@ -33,15 +33,7 @@ pub fn start_background(
     environment.expect_preinstall();
     sandbox.claim_liveness(&environment.config().state_dir);
     let (preparing, installing) = (sandbox.clone(), environment.clone());
-    let following = environment.clone();
-    background.spawn(async move {
-        loop {
-            tokio::time::sleep(FOLLOW_EVERY).await;
-            if let Err(error) = following.follow_tag().await {
-                tracing::debug!(%error, "could not read the environment tag");
-            }
-        }
-    });
+    let (following, tasks) = (environment.clone(), background.clone());
     background.spawn(async move {
         if let Err(error) = preparing.prepare().await {
             tracing::error!("{error}");
@@ -53,6 +45,14 @@ pub fn start_background(
         }
         preparing.start_pool();
         preparing.start_reaper();
+        tasks.spawn(async move {
+            loop {
+                tokio::time::sleep(FOLLOW_EVERY).await;
+                if let Err(error) = following.follow_tag().await {
+                    tracing::debug!(%error, "could not read the environment tag");
+                }
+            }
+        });
         match installing.preinstall().await {
             Ok(Some(report)) if !report.installed.is_empty() => {
                 tracing::info!(installed = ?report.installed, "PREINSTALLED_PACKAGES installed");

@@ -54,6 +54,11 @@ fn an_unreachable_daemon_says_so_and_what_to_do() {
     assert_eq!(output.status.code(), Some(125));
     // Said once, the hint on a line of its own.
     assert_eq!(stderr.matches("cannot reach Docker").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("/nonexistent/docker.sock").count(),
+        2,
+        "the address once, and the reason once: {stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 2, "{stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");

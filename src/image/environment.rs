@@ -243,6 +243,9 @@ impl Environment {
             return Ok(None);
         }
         self.preinstall.send_replace(Preinstall::Running);
+        // Stopped at shutdown (its future dropped), it is over all the same: calls still
+        // waiting for it go on and are told the server is shutting down.
+        let _over = PreinstallOver(&self.preinstall);
         let log = |line: &str| tracing::info!(target: "pip", "{line}");
         let installed = self
             .install(&self.config.preinstalled, &log, &CancellationToken::new())
@@ -298,3 +301,22 @@ impl Drop for Installing<'_> {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
+
+/// Marks a preinstall that never finished (its future dropped at shutdown) as failed, so
+/// nothing waits for it any more.
+struct PreinstallOver<'a>(&'a tokio::sync::watch::Sender<Preinstall>);
+
+impl Drop for PreinstallOver<'_> {
+    fn drop(&mut self) {
+        self.0.send_if_modified(|state| {
+            let running = matches!(state, Preinstall::Running);
+            if running {
+                *state = Preinstall::Failed(SHUT_DOWN.to_string());
+            }
+            running
+        });
+    }
+}
+
+/// Why a preinstall stopped at shutdown failed, as an install stopped by the sandbox says it.
+const SHUT_DOWN: &str = "the server is shutting down; the call was stopped";
