@@ -88,31 +88,7 @@ impl HttpArgs {
                 "--http (PYEXEC_HTTP) `{addr}` is not an address; use e.g. 127.0.0.1:8808"
             )
         })?;
-        let mut tokens = crate::auth::Tokens::default();
-        if let Some(token) = &self.http_token {
-            tokens = crate::auth::Tokens::single(token)
-                .map_err(|e| anyhow::anyhow!("PYEXEC_HTTP_TOKEN: {e}"))?;
-        }
-        if let Some(file) = &self.http_tokens {
-            if !tokens.is_empty() {
-                anyhow::bail!("give PYEXEC_HTTP_TOKEN or --http-tokens, not both");
-            }
-            tokens = crate::auth::read_tokens(file)?;
-        }
-        if tokens.is_empty() {
-            if !addr.ip().is_loopback() {
-                anyhow::bail!(
-                    "--http {addr} is reachable from other machines: set PYEXEC_HTTP_TOKEN or \
-                     --http-tokens (serving without authentication is for loopback only)"
-                );
-            }
-            if !self.http_insecure_no_auth {
-                anyhow::bail!(
-                    "--http needs a token: set PYEXEC_HTTP_TOKEN or --http-tokens FILE, or pass \
-                     --http-insecure-no-auth to serve this loopback address without one"
-                );
-            }
-        }
+        let tokens = self.tokens(&addr)?;
         let mut hosts = vec![
             "localhost".to_string(),
             "127.0.0.1".to_string(),
@@ -140,5 +116,35 @@ impl HttpArgs {
             // A request is the code and input plus JSON framing and escaping.
             max_body: max_input * 2 + (64 << 10),
         }))
+    }
+    /// The tokens from `PYEXEC_HTTP_TOKEN` or `--http-tokens` (never both); none only on a
+    /// loopback address and with `--http-insecure-no-auth`.
+    fn tokens(&self, addr: &std::net::SocketAddr) -> anyhow::Result<crate::auth::Tokens> {
+        let mut tokens = crate::auth::Tokens::default();
+        if let Some(token) = &self.http_token {
+            tokens = crate::auth::Tokens::single(token)
+                .map_err(|e| anyhow::anyhow!("PYEXEC_HTTP_TOKEN: {e}"))?;
+        }
+        if let Some(file) = &self.http_tokens {
+            if !tokens.is_empty() {
+                anyhow::bail!("give PYEXEC_HTTP_TOKEN or --http-tokens, not both");
+            }
+            tokens = crate::auth::read_tokens(file)?;
+        }
+        if tokens.is_empty() {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!(
+                    "--http {addr} is reachable from other machines: set PYEXEC_HTTP_TOKEN or \
+                     --http-tokens (serving without authentication is for loopback only)"
+                );
+            }
+            if !self.http_insecure_no_auth {
+                anyhow::bail!(
+                    "--http needs a token: set PYEXEC_HTTP_TOKEN or --http-tokens FILE, or pass \
+                     --http-insecure-no-auth to serve this loopback address without one"
+                );
+            }
+        }
+        Ok(tokens)
     }
 }

@@ -26,7 +26,7 @@ use crate::auth::{TokenOwner, Tokens, bearer, read_tokens};
 use crate::image::Environment;
 use crate::mcp::PythonExecutor;
 use crate::sandbox::Sandbox;
-use crate::settings::HttpSettings;
+use crate::settings::{ConnectionLimits, HttpSettings};
 use crate::tasks::Background;
 
 /// Binds the address the settings name, with an error that says what to change.
@@ -52,6 +52,39 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
+    let router = router(&settings, &sandbox, &environment, &stop);
+    if let (Some(tokens), Some(file)) = (settings.tokens.clone(), settings.tokens_file.clone()) {
+        background.spawn(reload_on_sighup(tokens, file));
+    }
+    let addr = listener.local_addr()?;
+    let limits = connection_limits(&settings);
+    tracing::info!(
+        %addr,
+        auth = settings.tokens.is_some(),
+        max_connections = limits.max_open,
+        max_per_peer = limits.max_per_peer,
+        "serving MCP on HTTP at /mcp"
+    );
+    super::listener::serve(
+        listener,
+        router,
+        limits,
+        sandbox.metrics().clone(),
+        shutdown,
+        move || stop.cancel(),
+    )
+    .await;
+    Ok(())
+}
+
+/// The routes: `/mcp` (rmcp's service, one `PythonExecutor` per session) and `/metrics`
+/// behind the token and the intake count, `/healthz` open.
+fn router(
+    settings: &HttpSettings,
+    sandbox: &Arc<Sandbox>,
+    environment: &Arc<Environment>,
+    stop: &CancellationToken,
+) -> axum::Router {
     let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(stop.child_token())
         .with_max_request_body_bytes(settings.max_body)
@@ -78,17 +111,17 @@ pub async fn run(
         Intake::for_bodies_up_to(settings.max_body),
         settings.max_body,
     );
-    let router = axum::Router::new()
+    axum::Router::new()
         .nest_service("/mcp", service)
         .route("/metrics", axum::routing::get(metrics))
         .layer(axum::middleware::from_fn_with_state(intake, bounded_intake))
         .layer(axum::middleware::from_fn_with_state(auth, require_token))
         .route("/healthz", axum::routing::get(healthz))
-        .with_state(sandbox.clone());
-    if let (Some(tokens), Some(file)) = (settings.tokens.clone(), settings.tokens_file.clone()) {
-        background.spawn(reload_on_sighup(tokens, file));
-    }
-    let addr = listener.local_addr()?;
+        .with_state(sandbox.clone())
+}
+
+/// The connection caps, lowered (and said so) to fit the open-files limit.
+fn connection_limits(settings: &HttpSettings) -> ConnectionLimits {
     let open_files = super::listener::raise_open_files_limit();
     let limits = settings.connections.fitted_to(open_files);
     if limits.max_open < settings.connections.max_open {
@@ -99,23 +132,7 @@ pub async fn run(
             "--http-max-connections lowered to fit the open-files limit (raise it with ulimit -n)"
         );
     }
-    tracing::info!(
-        %addr,
-        auth = settings.tokens.is_some(),
-        max_connections = limits.max_open,
-        max_per_peer = limits.max_per_peer,
-        "serving MCP on HTTP at /mcp"
-    );
-    super::listener::serve(
-        listener,
-        router,
-        limits,
-        sandbox.metrics().clone(),
-        shutdown,
-        move || stop.cancel(),
-    )
-    .await;
-    Ok(())
+    limits
 }
 
 /// 401 with `WWW-Authenticate: Bearer` unless the request carries an accepted token.
@@ -165,26 +182,13 @@ async fn bounded_intake(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let too_large = || {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is over {max_body} bytes (twice --max-input, plus framing)\n"
-            ),
-        )
-            .into_response()
-    };
+    let too_large = || too_large(max_body);
     if let Some(size) = declared.filter(|&size| size > max_body) {
         // Read and drop what the client sends (up to a few times the limit, for a few
         // seconds): a client that writes its whole body before it reads the answer (urllib)
         // would otherwise see a broken pipe instead of the 413. Nothing is kept.
         if size <= 4 * max_body {
-            use futures::StreamExt;
-            let mut body = request.into_body().into_data_stream();
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                while let Some(Ok(_)) = body.next().await {}
-            })
-            .await;
+            drain(request.into_body()).await;
         }
         return too_large();
     }
@@ -216,25 +220,49 @@ async fn bounded_intake(
         }
     };
     if let Err(refused @ Refused::TooManyValues) = check_values(&bytes, MAX_REQUEST_VALUES) {
-        let id = request_id(&bytes[..bytes.len().min(64 << 10)]);
-        tracing::warn!(?id, "{refused}");
-        let reply = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {"code": -32600, "message": refused.to_string()},
-        });
-        return (
-            StatusCode::BAD_REQUEST,
-            [(header::CONTENT_TYPE, "application/json")],
-            reply.to_string(),
-        )
-            .into_response();
+        return too_many_values(&bytes, &refused);
     }
     let response = next
         .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await;
     drop(share);
     response
+}
+
+/// 413: the body is over `max_body`.
+fn too_large(max_body: usize) -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the request body is over {max_body} bytes (twice --max-input, plus framing)\n"),
+    )
+        .into_response()
+}
+
+/// Reads and drops a body, for 5 s at most.
+async fn drain(body: axum::body::Body) {
+    use futures::StreamExt;
+    let mut body = body.into_data_stream();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+}
+
+/// 400 with a JSON-RPC error naming the request's id: more values than a request may hold.
+fn too_many_values(bytes: &[u8], refused: &Refused) -> Response {
+    let id = request_id(&bytes[..bytes.len().min(64 << 10)]);
+    tracing::warn!(?id, "{refused}");
+    let reply = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": -32600, "message": refused.to_string()},
+    });
+    (
+        StatusCode::BAD_REQUEST,
+        [(header::CONTENT_TYPE, "application/json")],
+        reply.to_string(),
+    )
+        .into_response()
 }
 
 /// 200 when Docker answers and the image exists; 503 with the reason otherwise.

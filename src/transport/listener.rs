@@ -185,6 +185,17 @@ fn is_resource_error(error: &std::io::Error) -> bool {
     )
 }
 
+/// A failed accept: backs off when the process is out of descriptors or memory (the next
+/// accept would fail the same way at once), else only says so.
+async fn accept_failed(error: &std::io::Error) {
+    if is_resource_error(error) {
+        tracing::warn!(%error, "cannot accept a connection; retrying in 100 ms");
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
+    } else {
+        tracing::debug!(%error, "accept failed");
+    }
+}
+
 /// Serves `router` over HTTP/1.1 on `listener` within `limits` until `shutdown` resolves;
 /// then stops accepting, calls `stopping` (which ends long-lived responses), and waits up to
 /// [`SHUTDOWN_GRACE`] for the connections to finish.
@@ -212,12 +223,7 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                if is_resource_error(&error) {
-                    tracing::warn!(%error, "cannot accept a connection; retrying in 100 ms");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                } else {
-                    tracing::debug!(%error, "accept failed");
-                }
+                accept_failed(&error).await;
                 continue;
             }
         };
