@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bollard::Docker;
 use bollard::query_parameters::ListImagesOptions;
 
-use crate::docker::docker_host;
+use crate::engine::docker_host;
 use crate::labels::{BASE_LAYOUT, LABEL_DEPTH, LABEL_ENV, LABEL_LAYOUT, LABEL_RECIPE};
 use crate::sandbox::{deadline, labelled_containers};
 use crate::settings::{EnvironmentConfig, SandboxConfig};
@@ -47,7 +47,7 @@ pub struct Facts {
     pub security_options: Vec<String>,
     pub cgroup_version: Option<String>,
     /// Docker or Podman, and whether it runs rootless.
-    pub engine: Option<crate::docker::Engine>,
+    pub engine: Option<crate::engine::Engine>,
     /// The configured runtime (`--runtime`), if any.
     pub runtime: Option<String>,
     pub image: String,
@@ -74,7 +74,7 @@ pub async fn gather(sandbox: &SandboxConfig, environment: &EnvironmentConfig) ->
         ..Facts::default()
     };
     // Connected without the refusal a serving sandbox makes, so the report can say why.
-    let docker = match crate::docker::connect().await {
+    let docker = match crate::engine::connect().await {
         Ok(docker) => docker,
         Err(error) => {
             facts.unreachable = Some(error.to_string());
@@ -84,7 +84,7 @@ pub async fn gather(sandbox: &SandboxConfig, environment: &EnvironmentConfig) ->
     let docker = &docker;
     let version = docker.version().await.ok();
     let info = docker.info().await.ok();
-    facts.engine = Some(crate::docker::Engine::from_reports(
+    facts.engine = Some(crate::engine::Engine::from_reports(
         version.as_ref(),
         info.as_ref(),
     ));
@@ -189,7 +189,7 @@ fn engine(facts: &Facts) -> Vec<Finding> {
     let engine = facts
         .engine
         .clone()
-        .unwrap_or_else(|| crate::docker::Engine {
+        .unwrap_or_else(|| crate::engine::Engine {
             version: facts.version.clone().unwrap_or_else(unknown),
             ..Default::default()
         });
@@ -435,8 +435,8 @@ mod tests {
     #[test]
     fn a_rootless_engine_on_cgroup_v1_fails_and_a_rootful_one_passes() {
         let mut facts = healthy();
-        facts.engine = Some(crate::docker::Engine {
-            kind: crate::docker::EngineKind::Podman,
+        facts.engine = Some(crate::engine::Engine {
+            kind: crate::engine::EngineKind::Podman,
             version: "4.3.1".into(),
             rootless: true,
             cgroup: Some("1".into()),
@@ -454,7 +454,7 @@ mod tests {
     fn an_unreachable_daemon_is_one_failure_with_the_next_step() {
         let facts = Facts {
             unreachable: Some(
-                crate::docker::DockerError::Unreachable {
+                crate::engine::DockerError::Unreachable {
                     host: "tcp://x:1".into(),
                     reason: "connection refused".into(),
                     source: None,

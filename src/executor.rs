@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Grants;
-use crate::docker::DockerError;
+use crate::engine::DockerError;
 use crate::image::{EnvState, Environment, InstallError, InstallReport, Preinstall};
 use crate::metrics::Outcome;
 use crate::sandbox::{

@@ -21,8 +21,9 @@
 //! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
 //!   the guard that removes it on every path, the pool, sessions and the reaper; the runner's
 //!   protocol.
-//! - [`docker`]: the lazy daemon connection and Docker errors turned into next steps;
-//!   [`ssh`]: `DOCKER_HOST=ssh://…`, one `ssh … docker system dial-stdio` per connection.
+//! - [`engine`]: the lazy daemon connection (local, TLS, or `ssh://` with one `ssh … docker
+//!   system dial-stdio` per connection), the engine's kind, and Docker errors turned into
+//!   next steps.
 //! - Leaves: [`settings`] (validated settings), [`labels`] (every label), [`auth`] (tokens,
 //!   grants, the owner of a request), [`hint`] (hints as data, an error printed once),
 //!   [`tasks`] (background tasks ended together), [`packages`] (PEP 508 specs, pip's
@@ -46,8 +47,8 @@
 pub mod auth;
 pub mod base_image;
 pub mod config;
-pub mod docker;
 pub mod doctor;
+pub mod engine;
 pub mod executor;
 pub mod hint;
 pub mod image;
@@ -60,6 +61,5 @@ pub mod sandbox;
 pub mod saved;
 pub mod serving;
 pub mod settings;
-pub mod ssh;
 pub mod tasks;
 pub mod transport;

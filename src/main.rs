@@ -157,7 +157,7 @@ fn report(error: &anyhow::Error) {
 /// Builds the sandbox image in the engine `DOCKER_HOST` names; progress goes to stderr.
 async fn image_build(plan: mcp_python_executor::base_image::BuildPlan) -> anyhow::Result<ExitCode> {
     use mcp_python_executor::base_image::{Built, build};
-    let docker = mcp_python_executor::docker::connect().await?;
+    let docker = mcp_python_executor::engine::connect().await?;
     let say = |line: &str| eprintln!("image: {line}");
     match build(&docker, &plan, &say).await? {
         Built::UpToDate => say(&format!("{} is up to date (--force rebuilds it)", plan.tag)),

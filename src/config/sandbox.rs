@@ -264,7 +264,7 @@ pub fn workspace(
 /// even when `DOCKER_HOST` points elsewhere) and the one `DOCKER_HOST` names, if a socket.
 fn docker_sockets() -> Vec<std::path::PathBuf> {
     let mut sockets = vec![std::path::PathBuf::from("/var/run/docker.sock")];
-    if let Some(path) = crate::docker::docker_host().strip_prefix("unix://") {
+    if let Some(path) = crate::engine::docker_host().strip_prefix("unix://") {
         sockets.push(path.into());
     }
     sockets

@@ -148,7 +148,7 @@ impl Environment {
         let base_id = docker
             .inspect_image(base)
             .await
-            .map_err(|e| crate::docker::classify(e, "inspect the base image", base))?
+            .map_err(|e| crate::engine::classify(e, "inspect the base image", base))?
             .id
             .unwrap_or_default();
         let fresh = EnvState {

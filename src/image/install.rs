@@ -133,7 +133,7 @@ async fn check_and_commit(
     }
     let before = normalize_package_map(report.before);
     let packages = normalize_package_map(report.after);
-    let podman = sandbox.engine().await?.kind == crate::docker::EngineKind::Podman;
+    let podman = sandbox.engine().await?.kind == crate::engine::EngineKind::Podman;
     Ok(commit(docker, name, config, layer, &packages, podman)
         .await
         .map(|image| Installed {

@@ -2,7 +2,7 @@
 //! on it) and the base image at the bottom of the chain, whose config every committed layer
 //! keeps. Reading the base refuses one built before installs ran unprivileged.
 
-use crate::docker::classify;
+use crate::engine::classify;
 use crate::labels::{BASE_LAYOUT, LABEL_LAYOUT};
 use crate::packages::PackageSpec;
 use crate::sandbox::SandboxError;

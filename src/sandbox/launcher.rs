@@ -21,7 +21,7 @@ use super::guard::ContainerGuard;
 use super::spec::{call_uid, container_spec, session_spec};
 use super::stream::start_attached;
 use super::types::SandboxError;
-use crate::docker::{Engine, LazyDocker};
+use crate::engine::{Engine, LazyDocker};
 use crate::settings::SandboxConfig;
 
 /// Longest wait for a removal before the call answers anyway (the guard's task or the reaper

@@ -55,7 +55,7 @@ pub use spec::{CALL_UIDS, InstallTarget, container_spec, install_spec, session_s
 pub use stream::run_attached;
 pub use types::{ExecutionResult, RunOutcome, SandboxError, Stream};
 
-use crate::docker::classify;
+use crate::engine::classify;
 use crate::metrics::{Gauges, Metrics};
 use crate::settings::SandboxConfig;
 use guard::ContainerGuard;
@@ -196,7 +196,7 @@ impl Sandbox {
     }
 
     /// The engine behind the connection: Docker or Podman, rootless or not.
-    pub async fn engine(&self) -> Result<&crate::docker::Engine, SandboxError> {
+    pub async fn engine(&self) -> Result<&crate::engine::Engine, SandboxError> {
         self.launcher.engine().await
     }
 

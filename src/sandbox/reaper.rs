@@ -73,7 +73,7 @@ pub async fn labelled_containers(
         )])),
         ..Default::default()
     };
-    let mut listed = crate::docker::list_containers(docker, options).await?;
+    let mut listed = crate::engine::list_containers(docker, options).await?;
     listed.retain(|c| {
         c.labels
             .as_ref()

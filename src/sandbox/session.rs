@@ -21,7 +21,7 @@ use super::guard::ContainerGuard;
 use super::protocol::{Bundle, KILLED, Trailer};
 use super::stream::until_trailers;
 use super::types::{ExecutionResult, Stream};
-use crate::docker::DockerError;
+use crate::engine::DockerError;
 
 /// What `create_session` answers.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq)]

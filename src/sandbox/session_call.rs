@@ -25,7 +25,7 @@ use super::sessions::Sessions;
 use super::slots::Slots;
 use super::stream::exit_status;
 use super::types::{Output, RunOutcome, SandboxError, Stream};
-use crate::docker::DockerError;
+use crate::engine::DockerError;
 
 /// Beyond a call's timeout and the runner's grace: past this the server stops waiting for the
 /// runner itself and ends the session.
@@ -162,7 +162,7 @@ impl SessionCall<'_> {
         if let Err(error) = thaw(docker, &session.name).await {
             tracing::warn!(container = %session.name, %error, "cannot unpause the session");
             self.end(session, SessionEnd::Lost);
-            return Err(SandboxError::Docker(crate::docker::classify(
+            return Err(SandboxError::Docker(crate::engine::classify(
                 error,
                 "unpause the session's container",
                 &session.name,

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use super::guard::ContainerGuard;
 use super::protocol::{Bundle, KILLED, Trailer};
 use super::types::{RunOutcome, START_TIMEOUT, SandboxError, Stream};
-use crate::docker::{DockerError, classify};
+use crate::engine::{DockerError, classify};
 
 /// Create, attach, start, stream `payload` in and the output out to `on_output`, wait.
 ///

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::files::Returned;
 use super::output::{CappedBuffer, Text};
 use super::protocol::Bundle;
-use crate::docker::DockerError;
+use crate::engine::DockerError;
 
 /// Longest wait for create + attach + start; a runtime that hangs there must not hang the call.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(60);

@@ -125,7 +125,7 @@ pub async fn containers_of(sandbox: &Sandbox) -> Vec<String> {
         .negotiate_version()
         .await
         .expect("Docker reachable");
-    mcp_python_executor::docker::list_containers(&docker, options)
+    mcp_python_executor::engine::list_containers(&docker, options)
         .await
         .expect("list containers")
         .into_iter()
