@@ -186,10 +186,11 @@ fn edges() -> BTreeMap<String, BTreeSet<String>> {
         };
         let mut to = BTreeSet::new();
         for path in paths(text, &children) {
-            if let Some(found) = target(&from, &path, &modules) {
-                if &found != file && found != "lib.rs" {
-                    to.insert(found);
-                }
+            if let Some(found) = target(&from, &path, &modules)
+                && &found != file
+                && found != "lib.rs"
+            {
+                to.insert(found);
             }
         }
         edges.insert(file.clone(), to);
@@ -229,10 +230,10 @@ fn circle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
     }
     let mut state = BTreeMap::new();
     for file in edges.keys() {
-        if !state.contains_key(file) {
-            if let Some(found) = visit(file, edges, &mut state, &mut Vec::new()) {
-                return Some(found);
-            }
+        if !state.contains_key(file)
+            && let Some(found) = visit(file, edges, &mut state, &mut Vec::new())
+        {
+            return Some(found);
         }
     }
     None
