@@ -175,10 +175,11 @@ fn unknown() -> String {
 /// The one finding when Docker cannot be reached: the error's first line, and its own hint
 /// as the next step when it has one (ssh://, TLS, rootless on cgroup v1).
 fn unreachable(reason: &str) -> Finding {
-    let first = reason.lines().next().unwrap_or_default().to_string();
-    let hint = reason.lines().find_map(|line| line.strip_prefix("hint: "));
-    let next = hint.unwrap_or(
+    let said = crate::hint::Hinted::parse(reason);
+    let first = said.reason.lines().next().unwrap_or_default().to_string();
+    let next = said.hints.first().map_or(
         "start Docker (e.g. `systemctl start docker`), or set DOCKER_HOST to the engine you use (Podman: unix:///run/podman/podman.sock, or unix://$XDG_RUNTIME_DIR/podman/podman.sock rootless)",
+        String::as_str,
     );
     finding(Verdict::Fail, "docker", first, Some(next))
 }

@@ -130,6 +130,20 @@ fn call(
     }
 }
 
+/// Two calls that sleep, holding both slots of a `--concurrency 2` server.
+fn occupy_both_slots(
+    client: &RunningService<RoleClient, ()>,
+) -> Vec<tokio::task::JoinHandle<Result<CallToolResult, ServiceError>>> {
+    (0..2)
+        .map(|_| {
+            tokio::spawn(call(
+                client,
+                json!({"code": "import time; time.sleep(600)"}),
+            ))
+        })
+        .collect()
+}
+
 fn text(result: &CallToolResult) -> String {
     serde_json::to_value(&result.content).unwrap().to_string()
 }
@@ -171,14 +185,7 @@ async fn waiting_calls_hold_their_bytes_and_the_queue_is_bounded_by_them() {
     assert!(refused.contains("JSON values"), "{refused}");
     let after_refusal = server.peak_rss_mib();
 
-    let sleepers: Vec<_> = (0..2)
-        .map(|_| {
-            tokio::spawn(call(
-                &client,
-                json!({"code": "import time; time.sleep(600)"}),
-            ))
-        })
-        .collect();
+    let sleepers = occupy_both_slots(&client);
     server.until("pyexec_busy_slots", 2).await;
     let waiting: Vec<_> = (0..10)
         .map(|_| tokio::spawn(call(&client, big_request())))
@@ -224,14 +231,7 @@ async fn a_waiting_call_does_not_hold_its_meta() {
     let server = Server::start(&["--concurrency", "2", "--timeout", "300"]);
     let client = server.client().await;
     let start = server.peak_rss_mib();
-    let sleepers: Vec<_> = (0..2)
-        .map(|_| {
-            tokio::spawn(call(
-                &client,
-                json!({"code": "import time; time.sleep(600)"}),
-            ))
-        })
-        .collect();
+    let sleepers = occupy_both_slots(&client);
     server.until("pyexec_busy_slots", 2).await;
     let junk = "A".repeat(4_000_000);
     let waiting: Vec<_> = (0..20)

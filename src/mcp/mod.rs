@@ -18,6 +18,8 @@ mod describe;
 mod images;
 mod notify;
 mod render;
+#[cfg(test)]
+mod test_images;
 mod tools;
 
 pub use args::{

@@ -310,11 +310,8 @@ impl Sandbox {
         self.slots.wait_place(size)
     }
 
-    /// Gives `body` a fresh container name owned by a guard, stops it on cancel or shutdown,
-    /// and removes the container whatever happened before returning `body`'s result.
-    ///
-    /// The shutdown drain waits for it (a tracker token is held to the end, removal included),
-    /// so SIGTERM during an install still removes its container before the process exits.
+    /// Runs `body` with a fresh container name owned by a guard, removed whatever happens
+    /// (see [`Launcher::in_fresh_container`]).
     pub async fn in_fresh_container<T>(
         &self,
         permit: Option<OwnedSemaphorePermit>,
