@@ -473,3 +473,43 @@ async fn a_session_keeps_its_packages_and_says_when_it_predates_an_install() {
     server.await.unwrap().unwrap();
     common::assert_no_containers(&sandbox).await;
 }
+
+/// A preinstall stopped mid-install (serving's start-up task dropped at shutdown) is over all
+/// the same: calls waiting for it are told the server is shutting down instead of waiting on,
+/// and its install container is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preinstall_stopped_at_shutdown_is_over_and_leaves_no_container() {
+    use mcp_python_executor::image::Preinstall;
+
+    let index = TestIndex::start(&["pyexec-probe==1.0"], 30.0);
+    let flags = local_flags(&index, &["--preinstalled", "pyexec-probe==1.0"]);
+    let (sandbox, environment, _cleanup) = environment_with(&strs(&flags));
+    let mut state = environment.preinstall_state();
+    let installing = environment.clone();
+    let preinstall = tokio::spawn(async move { installing.preinstall().await });
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while *state.borrow_and_update() != Preinstall::Running {
+            state.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the preinstall starts");
+    // Its install container is running (pip waits on the slow index) when it is stopped.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while common::containers_of(&sandbox).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the install container starts");
+    preinstall.abort();
+    let _ = preinstall.await;
+    match &*environment.preinstall_state().borrow() {
+        Preinstall::Failed(why) => assert!(why.contains("shutting down"), "{why}"),
+        other => panic!("the preinstall must be over: {other:?}"),
+    }
+    // Installs hold no slot: the shutdown drain is what waits for their removal.
+    sandbox.shutdown(Duration::from_secs(15)).await;
+    let left = common::containers_of(&sandbox).await;
+    assert!(left.is_empty(), "containers left behind: {left:?}");
+}

@@ -311,12 +311,9 @@ impl Drop for PreinstallOver<'_> {
         self.0.send_if_modified(|state| {
             let running = matches!(state, Preinstall::Running);
             if running {
-                *state = Preinstall::Failed(SHUT_DOWN.to_string());
+                *state = Preinstall::Failed(SandboxError::ShuttingDown.to_string());
             }
             running
         });
     }
 }
-
-/// Why a preinstall stopped at shutdown failed, as an install stopped by the sandbox says it.
-const SHUT_DOWN: &str = "the server is shutting down; the call was stopped";
