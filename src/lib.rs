@@ -48,6 +48,7 @@ pub mod auth;
 pub mod base_image;
 pub mod config;
 pub mod doctor;
+pub mod egress;
 pub mod engine;
 pub mod executor;
 pub mod hint;

@@ -1,0 +1,11 @@
+//! Egress: letting code reach named hosts through the server's own proxy, and nothing else.
+//! (Work in progress: the pure rules come first.)
+//!
+//! - `rules`: the allowlist's patterns and the decision "may this host and port be reached";
+//! - `address`: the addresses a name may not lead to (the host, private networks, metadata).
+
+mod address;
+mod rules;
+
+pub use address::forbidden;
+pub use rules::{Allowlist, DEFAULT_PORTS, Host, PatternError, Rule};
