@@ -2,10 +2,13 @@
 //! (Work in progress: the pure rules come first.)
 //!
 //! - `rules`: the allowlist's patterns and the decision "may this host and port be reached";
-//! - `address`: the addresses a name may not lead to (the host, private networks, metadata).
+//! - `address`: the addresses a name may not lead to (the host, private networks, metadata);
+//! - `sni`: the name a tunnel's TLS ClientHello asks for, read without joining the handshake.
 
 mod address;
 mod rules;
+mod sni;
 
 pub use address::forbidden;
 pub use rules::{Allowlist, DEFAULT_PORTS, Host, PatternError, Rule};
+pub use sni::{Hello, HelloReader, MAX_HELLO};
