@@ -1,0 +1,185 @@
+//! What one call's programs tried to reach, as the call reports it (host, port, verdict,
+//! reason, connections, bytes), bounded in entries; the byte budget and the connection cap
+//! it keeps; and [`Metered`], an upstream socket that counts into it and fails past the
+//! budget.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::rules::Host;
+
+/// Distinct hosts a ledger lists; attempts past them are counted, not listed.
+pub const MAX_ENTRIES: usize = 256;
+/// Allowed or blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allowed,
+    Blocked,
+}
+
+/// One host and port a call tried, as the call reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Attempt {
+    pub host: String,
+    pub port: u16,
+    pub verdict: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub connections: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// What one call's programs tried, and what they used of their budget.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    attempts: Mutex<Vec<Attempt>>,
+    /// Attempts past [`MAX_ENTRIES`] distinct ones.
+    unlisted: AtomicU64,
+    /// Bytes in and out, all connections together.
+    bytes: AtomicU64,
+    /// Connections open now.
+    open: AtomicUsize,
+}
+
+impl Ledger {
+    /// What was tried, in the order first tried.
+    pub fn report(&self) -> Vec<Attempt> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Attempts not listed (past [`MAX_ENTRIES`]).
+    pub fn unlisted(&self) -> u64 {
+        self.unlisted.load(Ordering::Relaxed)
+    }
+
+    /// Counts an attempt; returns its entry's index when it is listed.
+    pub(super) fn note(
+        &self,
+        host: &Host,
+        port: u16,
+        verdict: Verdict,
+        reason: Option<&str>,
+    ) -> Option<usize> {
+        let host = host.to_string();
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let found = attempts.iter().position(|a| {
+            a.host == host
+                && a.port == port
+                && a.verdict == verdict
+                && a.reason.as_deref() == reason
+        });
+        let index = match found {
+            Some(index) => index,
+            None if attempts.len() < MAX_ENTRIES => {
+                attempts.push(Attempt {
+                    host,
+                    port,
+                    verdict,
+                    reason: reason.map(str::to_string),
+                    connections: 0,
+                    bytes_sent: 0,
+                    bytes_received: 0,
+                });
+                attempts.len() - 1
+            }
+            None => {
+                self.unlisted.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        attempts[index].connections += 1;
+        Some(index)
+    }
+
+    /// Adds bytes to an entry and to the total; false once the total is over `max`.
+    pub(super) fn count(&self, entry: Option<usize>, sent: u64, received: u64, max: u64) -> bool {
+        if let Some(index) = entry {
+            let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+            attempts[index].bytes_sent += sent;
+            attempts[index].bytes_received += received;
+        }
+        self.bytes.fetch_add(sent + received, Ordering::Relaxed) + sent + received <= max
+    }
+}
+
+/// A connection's place under `max_connections`, given back when dropped.
+pub(super) struct Open(Arc<Ledger>);
+
+impl Open {
+    pub(super) fn take(ledger: &Arc<Ledger>, max: usize) -> Option<Self> {
+        let taken = ledger
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        taken.is_ok().then(|| Self(ledger.clone()))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An upstream socket whose bytes are counted in the ledger; past the budget it fails.
+pub(super) struct Metered {
+    pub(super) inner: TcpStream,
+    pub(super) ledger: Arc<Ledger>,
+    pub(super) entry: Option<usize>,
+    pub(super) max: u64,
+}
+
+fn spent() -> std::io::Error {
+    std::io::Error::other("egress byte limit reached")
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        if read > 0 && !self.ledger.count(self.entry, 0, read, self.max) {
+            return Poll::Ready(Err(spent()));
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(written)) = polled
+            && !self.ledger.count(self.entry, written as u64, 0, self.max)
+        {
+            return Poll::Ready(Err(spent()));
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

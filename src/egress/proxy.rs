@@ -1,0 +1,368 @@
+//! The egress proxy's core: HTTP `CONNECT` tunnels and plain-HTTP forwarding (absolute-form),
+//! each decided on the name the program asked for, then on every address that name resolves
+//! to (the proxy resolves it, and connects only to the addresses it checked), then, for a
+//! TLS tunnel, on the name the ClientHello asks for. Every attempt is written in a [`Ledger`]
+//! the call reports; bytes and connections are bounded per ledger. A refusal is a 403 whose
+//! body says what was refused, why, and how an operator allows it.
+//!
+//! (Work in progress: one proxy per call, its listener and the container side come next.)
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::task::TaskTracker;
+
+use super::address::forbidden;
+use super::ledger::{Ledger, Metered, Open, Verdict};
+use super::rules::{Allowlist, Host};
+use super::sni::{Hello, HelloReader};
+
+/// How long a tunnel waits for the client's first bytes (its ClientHello).
+const FIRST_BYTES: Duration = Duration::from_secs(10);
+
+/// What the proxy lets one call do.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub allow: Allowlist,
+    /// Names may resolve to private addresses (`--egress-allow-private`).
+    pub allow_private: bool,
+    /// Bytes in and out together, over all connections.
+    pub max_bytes: u64,
+    /// Connections open at once.
+    pub max_connections: usize,
+    pub connect_timeout: Duration,
+}
+
+/// One call's proxy: its policy, its ledger and the tunnels it runs.
+#[derive(Clone)]
+pub struct Proxy {
+    policy: Arc<Policy>,
+    ledger: Arc<Ledger>,
+    tasks: TaskTracker,
+}
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+impl Proxy {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy: Arc::new(policy),
+            ledger: Arc::default(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Tunnels and forwarded exchanges still running.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Serves one client connection (HTTP/1.1, with upgrades for `CONNECT`).
+    pub async fn serve_connection(&self, stream: TcpStream) {
+        let proxy = self.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, hyper::Error>(proxy.handle(request).await) }
+        });
+        let served = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await;
+        if let Err(error) = served {
+            tracing::debug!(%error, "egress client connection ended");
+        }
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        if request.method() == Method::CONNECT {
+            self.connect(request).await
+        } else {
+            self.forward(request).await
+        }
+    }
+
+    /// `CONNECT host:port`: checked, connected, then the tunnel runs on a task of its own.
+    async fn connect(&self, request: Request<Incoming>) -> Response<Body> {
+        let Some((host, port)) = request
+            .uri()
+            .authority()
+            .and_then(|a| Some((Host::parse(a.host()).ok()?, a.port_u16()?)))
+        else {
+            return answer(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+        };
+        let (upstream, open, entry) = match self.open(&host, port).await {
+            Ok(opened) => opened,
+            Err(refusal) => return refusal,
+        };
+        let proxy = self.clone();
+        self.tasks.spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(request).await else {
+                return;
+            };
+            proxy
+                .tunnel(TokioIo::new(upgraded), upstream, host, port, entry)
+                .await;
+            drop(open);
+        });
+        Response::new(empty())
+    }
+
+    /// Checks `host:port` and connects to it: the socket, the connection's place and the
+    /// ledger entry; or the 403 (or 502) to answer.
+    async fn open(
+        &self,
+        host: &Host,
+        port: u16,
+    ) -> Result<(TcpStream, Open, Option<usize>), Response<Body>> {
+        let Some(open) = Open::take(&self.ledger, self.policy.max_connections) else {
+            return Err(self.refuse(host, port, "too many connections at once".to_string()));
+        };
+        let addresses = self
+            .admit(host, port)
+            .await
+            .map_err(|why| self.refuse(host, port, why))?;
+        let connected =
+            tokio::time::timeout(self.policy.connect_timeout, connect(&addresses)).await;
+        match connected {
+            Ok(Ok(stream)) => {
+                let entry = self.ledger.note(host, port, Verdict::Allowed, None);
+                Ok((stream, open, entry))
+            }
+            _ => Err(answer(
+                StatusCode::BAD_GATEWAY,
+                &format!("egress: could not connect to {host}:{port}\n"),
+            )),
+        }
+    }
+
+    /// The addresses `host:port` may be reached at, or why not.
+    async fn admit(&self, host: &Host, port: u16) -> Result<Vec<SocketAddr>, String> {
+        if self.policy.allow.allowing(host, port).is_none() {
+            return Err(format!("{host}:{port} is not in the allowlist"));
+        }
+        let addresses: Vec<SocketAddr> = match host {
+            Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+            Host::Name(name) => {
+                let resolved = tokio::time::timeout(
+                    self.policy.connect_timeout,
+                    tokio::net::lookup_host((name.as_str(), port)),
+                )
+                .await;
+                match resolved {
+                    Ok(Ok(found)) => found.collect(),
+                    _ => return Err(format!("{host} does not resolve")),
+                }
+            }
+        };
+        if addresses.is_empty() {
+            return Err(format!("{host} does not resolve"));
+        }
+        for address in &addresses {
+            let ip = address.ip();
+            if let Some(why) = forbidden(ip)
+                && !self.policy.allow_private
+                && !self.policy.allow.names_address(ip)
+            {
+                return Err(format!("{host} resolves to {ip}, {why}"));
+            }
+        }
+        Ok(addresses)
+    }
+
+    /// Records a refusal and makes its 403.
+    fn refuse(&self, host: &Host, port: u16, why: String) -> Response<Body> {
+        tracing::info!(%host, port, reason = %why, "egress refused");
+        self.ledger.note(host, port, Verdict::Blocked, Some(&why));
+        answer(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "egress refused: {host}:{port}: {why}\n\
+                 the server's operator can allow a host with --allow-host (PYEXEC_ALLOW_HOSTS)\n"
+            ),
+        )
+    }
+
+    /// Runs a tunnel: the client's first bytes must be a ClientHello for the host asked for
+    /// (or not TLS at all); then bytes flow both ways, counted, until either side ends or
+    /// the byte budget is spent.
+    async fn tunnel<C>(
+        &self,
+        mut client: C,
+        upstream: TcpStream,
+        host: Host,
+        port: u16,
+        entry: Option<usize>,
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let first = match tokio::time::timeout(FIRST_BYTES, first_bytes(&mut client)).await {
+            Ok(Ok(first)) => first,
+            _ => return,
+        };
+        if let Err(why) = same_name(&first.1, &host) {
+            self.refuse(&host, port, why);
+            return;
+        }
+        let mut upstream = Metered {
+            inner: upstream,
+            ledger: self.ledger.clone(),
+            entry,
+            max: self.policy.max_bytes,
+        };
+        if upstream.write_all(&first.0).await.is_err() {
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    }
+
+    /// A plain-HTTP request in absolute form, forwarded once its `Host` agrees with its URI.
+    async fn forward(&self, mut request: Request<Incoming>) -> Response<Body> {
+        let uri = request.uri().clone();
+        if uri.scheme_str() != Some("http") {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "egress: send http:// URLs in absolute form, and https through CONNECT\n",
+            );
+        }
+        let Some((host, port)) = uri
+            .authority()
+            .and_then(|a| Some((Host::parse(a.host()).ok()?, a.port_u16().unwrap_or(80))))
+        else {
+            return answer(StatusCode::BAD_REQUEST, "egress: the URL names no host\n");
+        };
+        if !host_header_agrees(&request, &host, port) {
+            return self.refuse(
+                &host,
+                port,
+                "the Host header names another host".to_string(),
+            );
+        }
+        let (upstream, open, entry) = match self.open(&host, port).await {
+            Ok(opened) => opened,
+            Err(refusal) => return refusal,
+        };
+        let metered = Metered {
+            inner: upstream,
+            ledger: self.ledger.clone(),
+            entry,
+            max: self.policy.max_bytes,
+        };
+        let Ok((mut sender, connection)) =
+            hyper::client::conn::http1::handshake(TokioIo::new(metered)).await
+        else {
+            return answer(
+                StatusCode::BAD_GATEWAY,
+                "egress: the upstream handshake failed\n",
+            );
+        };
+        self.tasks.spawn(async move {
+            let _ = connection.await;
+            drop(open);
+        });
+        if let Some(path) = uri.path_and_query() {
+            *request.uri_mut() = path.as_str().parse().unwrap_or_default();
+        }
+        match sender.send_request(request).await {
+            Ok(response) => response.map(BodyExt::boxed),
+            Err(_) => answer(
+                StatusCode::BAD_GATEWAY,
+                "egress: the upstream request failed\n",
+            ),
+        }
+    }
+}
+
+/// Whether a plain-HTTP request's `Host` header, when it has one, names the host and port
+/// of its URL.
+fn host_header_agrees(request: &Request<Incoming>, host: &Host, port: u16) -> bool {
+    let Some(header) = request.headers().get(hyper::header::HOST) else {
+        return true;
+    };
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
+        .is_some_and(|a| {
+            Host::parse(a.host()).ok().as_ref() == Some(host) && a.port_u16().unwrap_or(80) == port
+        })
+}
+
+/// Reads a tunnel's first bytes, until they are a whole ClientHello or clearly not TLS.
+async fn first_bytes<C: AsyncRead + Unpin>(client: &mut C) -> std::io::Result<(Vec<u8>, Hello)> {
+    let mut seen = Vec::new();
+    let mut reader = HelloReader::default();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = client.read(&mut buffer).await?;
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        seen.extend_from_slice(&buffer[..read]);
+        if seen[0] != 0x16 {
+            // Not a TLS handshake record: a plain protocol inside the tunnel.
+            return Ok((seen, Hello::Tls(None)));
+        }
+        match reader.feed(&buffer[..read]) {
+            Hello::Incomplete => continue,
+            said => return Ok((seen, said)),
+        }
+    }
+}
+
+/// A ClientHello's name must be the host the tunnel was opened to.
+fn same_name(hello: &Hello, host: &Host) -> Result<(), String> {
+    match hello {
+        Hello::Tls(None) => Ok(()),
+        Hello::Tls(Some(name)) if Host::parse(name).ok().as_ref() == Some(host) => Ok(()),
+        Hello::Tls(Some(name)) => Err(format!("the TLS ClientHello asks for {name}, not {host}")),
+        Hello::Refused(why) => Err(format!(
+            "the tunnel did not start with a readable ClientHello ({why})"
+        )),
+        Hello::Incomplete => Err("the ClientHello did not arrive".to_string()),
+    }
+}
+
+async fn connect(addresses: &[SocketAddr]) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::other("no address");
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
+}
+
+fn answer(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(text.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    // A refused client gets nothing more on this connection.
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
