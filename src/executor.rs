@@ -207,6 +207,15 @@ impl Executor {
             live.finish().await;
         }
         self.count(outcome_of(&outcome), started.elapsed(), &call.client);
+        if let Ok((
+            ExecutionResult {
+                egress: Some(e), ..
+            },
+            _,
+        )) = &outcome
+        {
+            self.sandbox.metrics().egress(e);
+        }
         let (result, session) = outcome.map_err(CallError::Failed)?;
         let session = session.map(|(ended, image)| InSession {
             stale_import: self.stale_import(&result, &image),

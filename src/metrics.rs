@@ -53,6 +53,10 @@ pub struct Metrics {
     http_open: AtomicU64,
     http_refused_open: AtomicU64,
     http_refused_peer: AtomicU64,
+    egress_allowed: AtomicU64,
+    egress_blocked: AtomicU64,
+    egress_sent: AtomicU64,
+    egress_received: AtomicU64,
 }
 
 /// The gauges, read when rendering.
@@ -117,6 +121,22 @@ impl Metrics {
             Refused::PeerLimit => &self.http_refused_peer,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts what one call tried through the egress proxy: connections allowed, attempts
+    /// blocked, bytes each way.
+    pub fn egress(&self, attempts: &[crate::egress::Attempt]) {
+        for attempt in attempts {
+            let counter = match attempt.verdict {
+                crate::egress::Verdict::Allowed => &self.egress_allowed,
+                crate::egress::Verdict::Blocked => &self.egress_blocked,
+            };
+            counter.fetch_add(attempt.connections, Ordering::Relaxed);
+            self.egress_sent
+                .fetch_add(attempt.bytes_sent, Ordering::Relaxed);
+            self.egress_received
+                .fetch_add(attempt.bytes_received, Ordering::Relaxed);
+        }
     }
 
     /// The Prometheus text exposition of everything: executions, gauges, then counters.
@@ -249,6 +269,24 @@ impl Metrics {
             &[
                 ("{cap=\"open\"}", get(&self.http_refused_open)),
                 ("{cap=\"peer\"}", get(&self.http_refused_peer)),
+            ],
+        );
+        counter(
+            out,
+            "pyexec_egress_connections_total",
+            "Connections through the egress proxy, by verdict (blocked: attempts refused).",
+            &[
+                ("{verdict=\"allowed\"}", get(&self.egress_allowed)),
+                ("{verdict=\"blocked\"}", get(&self.egress_blocked)),
+            ],
+        );
+        counter(
+            out,
+            "pyexec_egress_bytes_total",
+            "Bytes through the egress proxy, by direction.",
+            &[
+                ("{direction=\"sent\"}", get(&self.egress_sent)),
+                ("{direction=\"received\"}", get(&self.egress_received)),
             ],
         );
     }

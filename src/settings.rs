@@ -106,6 +106,8 @@ pub struct SandboxConfig {
     pub workspace: Option<std::path::PathBuf>,
     /// Sessions: how many, and how long they live.
     pub sessions: SessionConfig,
+    /// The egress proxy's allowlist and limits (`--allow-host`); `None`: no network at all.
+    pub egress: Option<std::sync::Arc<crate::egress::Policy>>,
 }
 
 /// How many sessions may be open, and when one is closed.

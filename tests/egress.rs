@@ -132,21 +132,9 @@ async fn unlisted_hosts_ports_and_names_resolving_to_loopback_get_a_reason() {
     // A name is not an address: naming localhost does not allow what it resolves to.
     let (named, named_port) = start(policy(&[&format!("localhost:{target}")])).await;
     for (port, asked, why) in [
-        (
-            port,
-            format!("127.0.0.1:{other}"),
-            "is not in the allowlist",
-        ),
-        (
-            port,
-            format!("127.0.0.2:{target}"),
-            "is not in the allowlist",
-        ),
-        (
-            port,
-            format!("localhost:{target}"),
-            "is not in the allowlist",
-        ),
+        (port, format!("127.0.0.1:{other}"), "not in the allowlist"),
+        (port, format!("127.0.0.2:{target}"), "not in the allowlist"),
+        (port, format!("localhost:{target}"), "not in the allowlist"),
         (
             named_port,
             format!("localhost:{target}"),

@@ -6,6 +6,7 @@
 //! validated settings the rest of the program uses, so a value out of range is refused at
 //! start with a message naming the flag and the variable, never discovered mid-call.
 
+mod egress;
 mod environment;
 mod http;
 mod image_build;
@@ -16,6 +17,7 @@ pub use crate::settings::{
     DEFAULT_ENV_TAG, DEFAULT_IMAGE, EnvironmentConfig, Limits, OutputConfig, PoolConfig,
     SandboxConfig, SessionConfig,
 };
+pub use egress::EgressArgs;
 pub use environment::EnvironmentArgs;
 pub use http::HttpArgs;
 pub use image_build::ImageBuildArgs;

@@ -140,6 +140,9 @@ pub struct SandboxArgs {
     #[arg(long, global = true, env = "PYEXEC_SESSION_MAX_AGE", default_value = "1h",
           value_parser = session_idle)]
     pub session_max_age: u64,
+
+    #[command(flatten)]
+    pub egress: super::egress::EgressArgs,
 }
 
 impl SandboxArgs {
@@ -188,6 +191,9 @@ impl SandboxArgs {
                 Some(dir) => Some(workspace(dir, &docker_sockets(), home().as_deref())?),
                 None => None,
             },
+            egress: self
+                .egress
+                .resolve(&self.network, &crate::engine::docker_host())?,
             sessions: SessionConfig {
                 max: self.max_sessions as usize,
                 max_per_owner: self.max_sessions_per_token as usize,

@@ -17,6 +17,24 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// Whether `ip` is on a private network: 10/8, 172.16/12, 192.168/16, shared 100.64/10, or
+/// unique local fc00::/7 (and their IPv6 dressings). `--egress-allow-private` lets names
+/// lead there; loopback, link-local (metadata) and the rest stay refused.
+pub fn private_network(ip: IpAddr) -> bool {
+    let v4 = match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => embedded_v4(v6),
+    };
+    match (v4, ip) {
+        (Some(v4), _) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private() || (a == 100 && (64..128).contains(&b))
+        }
+        (None, IpAddr::V6(v6)) => v6.segments()[0] & 0xfe00 == 0xfc00,
+        _ => false,
+    }
+}
+
 fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
     let [a, b, ..] = ip.octets();
     if ip.is_unspecified() || a == 0 {
@@ -158,6 +176,34 @@ mod tests {
             "2001:4860:4860::8888",
         ] {
             assert!(!refused(address), "{address} is a public address");
+        }
+    }
+
+    #[test]
+    fn allowing_private_networks_never_allows_the_host_or_the_metadata_endpoint() {
+        for address in [
+            "10.251.0.2",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "fd12:3456::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(private_network(address.parse().unwrap()), "{address}");
+        }
+        for address in [
+            "127.0.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+            "169.254.169.254",
+            "::ffff:169.254.169.254",
+            "fe80::1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "93.184.216.34",
+        ] {
+            assert!(!private_network(address.parse().unwrap()), "{address}");
         }
     }
 }

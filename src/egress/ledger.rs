@@ -16,7 +16,7 @@ use super::rules::Host;
 /// Distinct hosts a ledger lists; attempts past them are counted, not listed.
 pub const MAX_ENTRIES: usize = 256;
 /// Allowed or blocked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Allowed,
@@ -24,29 +24,51 @@ pub enum Verdict {
 }
 
 /// One host and port a call tried, as the call reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Attempt {
+    /// The host the program asked for, as it asked.
     pub host: String,
     pub port: u16,
+    /// Whether the proxy let it through.
     pub verdict: Verdict,
+    /// Why it was refused (or cut at the byte limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Connections made (allowed) or attempts refused (blocked).
     pub connections: u64,
+    /// Bytes the program sent to the host.
     pub bytes_sent: u64,
+    /// Bytes the host sent back.
     pub bytes_received: u64,
 }
 
 /// What one call's programs tried, and what they used of their budget.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    attempts: Mutex<Vec<Attempt>>,
+    /// The entries of the current call, and which call that is (a session's ledger is taken
+    /// after each call: bytes of a connection opened in an earlier call count in the total
+    /// but go to no entry of the new call's).
+    attempts: Mutex<(u64, Vec<Attempt>)>,
     /// Attempts past [`MAX_ENTRIES`] distinct ones.
     unlisted: AtomicU64,
     /// Bytes in and out, all connections together.
     bytes: AtomicU64,
     /// Connections open now.
     open: AtomicUsize,
+    /// Set once the byte budget was passed: the cut connection's entry says so, and no new
+    /// connection is opened in this call.
+    spent: std::sync::atomic::AtomicBool,
 }
+
+/// A listed entry: the call it belongs to and its index there.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Entry {
+    generation: u64,
+    index: usize,
+}
+
+/// The reason an allowed entry gets when its connection is cut at the byte budget.
+pub const CUT: &str = "cut: the call's egress byte limit (--egress-max-bytes) was reached";
 
 impl Ledger {
     /// What was tried, in the order first tried.
@@ -54,7 +76,25 @@ impl Ledger {
         self.attempts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .1
             .clone()
+    }
+
+    /// What was tried since the last take, and a fresh start for the next call: its entries,
+    /// its byte budget and its unlisted count begin again (a session's calls each report
+    /// their own).
+    pub fn take(&self) -> Vec<Attempt> {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        attempts.0 += 1;
+        self.bytes.store(0, Ordering::Relaxed);
+        self.unlisted.store(0, Ordering::Relaxed);
+        self.spent.store(false, Ordering::Relaxed);
+        std::mem::take(&mut attempts.1)
+    }
+
+    /// Whether this call's byte budget is spent.
+    pub fn spent(&self) -> bool {
+        self.spent.load(Ordering::Relaxed)
     }
 
     /// Attempts not listed (past [`MAX_ENTRIES`]).
@@ -69,9 +109,11 @@ impl Ledger {
         port: u16,
         verdict: Verdict,
         reason: Option<&str>,
-    ) -> Option<usize> {
+    ) -> Option<Entry> {
         let host = host.to_string();
-        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = guard.0;
+        let attempts = &mut guard.1;
         let found = attempts.iter().position(|a| {
             a.host == host
                 && a.port == port
@@ -98,17 +140,29 @@ impl Ledger {
             }
         };
         attempts[index].connections += 1;
-        Some(index)
+        Some(Entry { generation, index })
     }
 
     /// Adds bytes to an entry and to the total; false once the total is over `max`.
-    pub(super) fn count(&self, entry: Option<usize>, sent: u64, received: u64, max: u64) -> bool {
-        if let Some(index) = entry {
-            let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-            attempts[index].bytes_sent += sent;
-            attempts[index].bytes_received += received;
+    pub(super) fn count(&self, entry: Option<Entry>, sent: u64, received: u64, max: u64) -> bool {
+        let within =
+            self.bytes.fetch_add(sent + received, Ordering::Relaxed) + sent + received <= max;
+        if !within {
+            self.spent.store(true, Ordering::Relaxed);
         }
-        self.bytes.fetch_add(sent + received, Ordering::Relaxed) + sent + received <= max
+        if let Some(entry) = entry {
+            let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+            if attempts.0 == entry.generation
+                && let Some(attempt) = attempts.1.get_mut(entry.index)
+            {
+                attempt.bytes_sent += sent;
+                attempt.bytes_received += received;
+                if !within && attempt.reason.is_none() {
+                    attempt.reason = Some(CUT.to_string());
+                }
+            }
+        }
+        within
     }
 }
 
@@ -132,12 +186,23 @@ impl Drop for Open {
     }
 }
 
-/// An upstream socket whose bytes are counted in the ledger; past the budget it fails.
+/// An upstream socket whose bytes are counted in the ledger; past the budget it fails. Every
+/// byte moved stamps `touched` (seconds on [`clock`]), which the idle timeout reads.
 pub(super) struct Metered {
     pub(super) inner: TcpStream,
     pub(super) ledger: Arc<Ledger>,
-    pub(super) entry: Option<usize>,
+    pub(super) entry: Option<Entry>,
     pub(super) max: u64,
+    pub(super) touched: Arc<AtomicU64>,
+}
+
+/// Seconds since the first call, a clock cheap enough to read on every read and write.
+pub(super) fn clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs()
 }
 
 fn spent() -> std::io::Error {
@@ -153,8 +218,11 @@ impl AsyncRead for Metered {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = (buf.filled().len() - before) as u64;
-        if read > 0 && !self.ledger.count(self.entry, 0, read, self.max) {
-            return Poll::Ready(Err(spent()));
+        if read > 0 {
+            self.touched.store(clock(), Ordering::Relaxed);
+            if !self.ledger.count(self.entry, 0, read, self.max) {
+                return Poll::Ready(Err(spent()));
+            }
         }
         polled
     }
@@ -167,10 +235,11 @@ impl AsyncWrite for Metered {
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(written)) = polled
-            && !self.ledger.count(self.entry, written as u64, 0, self.max)
-        {
-            return Poll::Ready(Err(spent()));
+        if let Poll::Ready(Ok(written)) = polled {
+            self.touched.store(clock(), Ordering::Relaxed);
+            if !self.ledger.count(self.entry, written as u64, 0, self.max) {
+                return Poll::Ready(Err(spent()));
+            }
         }
         polled
     }

@@ -1,6 +1,9 @@
 //! Egress: letting code reach named hosts through the server's own proxy, and nothing else.
-//! (Work in progress: the pure rules come first.)
+//! A container with an allowlist still has no network: its one way out is a Unix socket of
+//! this server's, served by a proxy of its own that decides every connection on the name the
+//! program asked for and reports what the call tried.
 //!
+//! - `endpoint`: one container's socket, folder and proxy, ended with its container;
 //! - `rules`: the allowlist's patterns and the decision "may this host and port be reached";
 //! - `address`: the addresses a name may not lead to (the host, private networks, metadata);
 //! - `ledger`: what a call tried, its byte budget and connection cap;
@@ -8,13 +11,15 @@
 //! - `sni`: the name a tunnel's TLS ClientHello asks for, read without joining the handshake.
 
 mod address;
+mod endpoint;
 mod ledger;
 mod proxy;
 mod rules;
 mod sni;
 
-pub use address::forbidden;
-pub use ledger::{Attempt, Ledger, MAX_ENTRIES, Verdict};
-pub use proxy::{Policy, Proxy};
+pub use address::{forbidden, private_network};
+pub use endpoint::{Endpoint, SOCKET};
+pub use ledger::{Attempt, CUT, Ledger, MAX_ENTRIES, Verdict};
+pub use proxy::{IDLE, Policy, Proxy};
 pub use rules::{Allowlist, DEFAULT_PORTS, Host, PatternError, Rule};
 pub use sni::{Hello, HelloReader, MAX_HELLO};

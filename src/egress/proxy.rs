@@ -5,7 +5,9 @@
 //! the call reports; bytes and connections are bounded per ledger. A refusal is a 403 whose
 //! body says what was refused, why, and how an operator allows it.
 //!
-//! (Work in progress: one proxy per call, its listener and the container side come next.)
+//! One proxy serves one container (`endpoint.rs` gives it its socket); everything it runs
+//! ends when [`Proxy::stop`] is called, and a tunnel with no byte either way for
+//! [`IDLE`] is closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,23 +19,29 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::sync::atomic::AtomicU64;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::address::forbidden;
-use super::ledger::{Ledger, Metered, Open, Verdict};
+use super::address::{forbidden, private_network};
+use super::ledger::{Entry, Ledger, Metered, Open, Verdict, clock};
 use super::rules::{Allowlist, Host};
 use super::sni::{Hello, HelloReader};
 
 /// How long a tunnel waits for the client's first bytes (its ClientHello).
 const FIRST_BYTES: Duration = Duration::from_secs(10);
+/// A tunnel or forwarded connection with no byte either way for this long is closed.
+pub const IDLE: Duration = Duration::from_secs(120);
 
 /// What the proxy lets one call do.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub allow: Allowlist,
-    /// Names may resolve to private addresses (`--egress-allow-private`).
+    /// Names may resolve to private network addresses (`--egress-allow-private`): 10/8,
+    /// 172.16/12, 192.168/16, 100.64/10 and fc00::/7. Never loopback, link-local (metadata)
+    /// or the rest [`forbidden`] names.
     pub allow_private: bool,
     /// Bytes in and out together, over all connections.
     pub max_bytes: u64,
@@ -48,17 +56,31 @@ pub struct Proxy {
     policy: Arc<Policy>,
     ledger: Arc<Ledger>,
     tasks: TaskTracker,
+    /// Cancelled by [`Proxy::stop`]: every connection and tunnel of this proxy ends.
+    stop: CancellationToken,
 }
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
 impl Proxy {
-    pub fn new(policy: Policy) -> Self {
+    pub fn new(policy: Arc<Policy>) -> Self {
         Self {
-            policy: Arc::new(policy),
+            policy,
             ledger: Arc::default(),
             tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Ends every connection and tunnel of this proxy, now and later.
+    pub fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+    }
+
+    /// Cancelled once the proxy is stopped.
+    pub fn stopped(&self) -> &CancellationToken {
+        &self.stop
     }
 
     pub fn ledger(&self) -> &Arc<Ledger> {
@@ -70,17 +92,25 @@ impl Proxy {
         &self.tasks
     }
 
-    /// Serves one client connection (HTTP/1.1, with upgrades for `CONNECT`).
-    pub async fn serve_connection(&self, stream: TcpStream) {
+    /// Serves one client connection (HTTP/1.1, with upgrades for `CONNECT`) until it ends or
+    /// the proxy stops.
+    pub async fn serve_connection<S>(&self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let proxy = self.clone();
         let service = hyper::service::service_fn(move |request| {
             let proxy = proxy.clone();
             async move { Ok::<_, hyper::Error>(proxy.handle(request).await) }
         });
-        let served = hyper::server::conn::http1::Builder::new()
+        let serving = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(64 << 10)
             .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades()
-            .await;
+            .with_upgrades();
+        let served = tokio::select! {
+            served = serving => served,
+            _ = self.stop.cancelled() => return,
+        };
         if let Err(error) = served {
             tracing::debug!(%error, "egress client connection ended");
         }
@@ -109,12 +139,19 @@ impl Proxy {
         };
         let proxy = self.clone();
         self.tasks.spawn(async move {
-            let Ok(upgraded) = hyper::upgrade::on(request).await else {
-                return;
+            let stop = proxy.stop.clone();
+            let running = async {
+                let Ok(upgraded) = hyper::upgrade::on(request).await else {
+                    return;
+                };
+                proxy
+                    .tunnel(TokioIo::new(upgraded), upstream, host, port, entry)
+                    .await;
             };
-            proxy
-                .tunnel(TokioIo::new(upgraded), upstream, host, port, entry)
-                .await;
+            tokio::select! {
+                _ = running => {}
+                _ = stop.cancelled() => {}
+            }
             drop(open);
         });
         Response::new(empty())
@@ -126,9 +163,23 @@ impl Proxy {
         &self,
         host: &Host,
         port: u16,
-    ) -> Result<(TcpStream, Open, Option<usize>), Response<Body>> {
+    ) -> Result<(TcpStream, Open, Option<Entry>), Response<Body>> {
+        if self.ledger.spent() {
+            return Err(self.refuse(
+                host,
+                port,
+                "the call's egress byte limit (--egress-max-bytes) is spent".to_string(),
+            ));
+        }
         let Some(open) = Open::take(&self.ledger, self.policy.max_connections) else {
-            return Err(self.refuse(host, port, "too many connections at once".to_string()));
+            return Err(self.refuse(
+                host,
+                port,
+                format!(
+                    "too many connections at once (the limit is {})",
+                    self.policy.max_connections
+                ),
+            ));
         };
         let addresses = self
             .admit(host, port)
@@ -151,7 +202,7 @@ impl Proxy {
     /// The addresses `host:port` may be reached at, or why not.
     async fn admit(&self, host: &Host, port: u16) -> Result<Vec<SocketAddr>, String> {
         if self.policy.allow.allowing(host, port).is_none() {
-            return Err(format!("{host}:{port} is not in the allowlist"));
+            return Err("not in the allowlist".to_string());
         }
         let addresses: Vec<SocketAddr> = match host {
             Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
@@ -173,7 +224,7 @@ impl Proxy {
         for address in &addresses {
             let ip = address.ip();
             if let Some(why) = forbidden(ip)
-                && !self.policy.allow_private
+                && !(self.policy.allow_private && private_network(ip))
                 && !self.policy.allow.names_address(ip)
             {
                 return Err(format!("{host} resolves to {ip}, {why}"));
@@ -204,7 +255,7 @@ impl Proxy {
         upstream: TcpStream,
         host: Host,
         port: u16,
-        entry: Option<usize>,
+        entry: Option<Entry>,
     ) where
         C: AsyncRead + AsyncWrite + Unpin,
     {
@@ -216,16 +267,30 @@ impl Proxy {
             self.refuse(&host, port, why);
             return;
         }
-        let mut upstream = Metered {
+        let touched = Arc::new(AtomicU64::new(clock()));
+        let mut upstream = self.metered(upstream, entry, touched.clone());
+        if upstream.write_all(&first.0).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+            _ = idle(&touched) => {}
+        }
+    }
+
+    fn metered(
+        &self,
+        upstream: TcpStream,
+        entry: Option<Entry>,
+        touched: Arc<AtomicU64>,
+    ) -> Metered {
+        Metered {
             inner: upstream,
             ledger: self.ledger.clone(),
             entry,
             max: self.policy.max_bytes,
-        };
-        if upstream.write_all(&first.0).await.is_err() {
-            return;
+            touched,
         }
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     }
 
     /// A plain-HTTP request in absolute form, forwarded once its `Host` agrees with its URI.
@@ -254,12 +319,8 @@ impl Proxy {
             Ok(opened) => opened,
             Err(refusal) => return refusal,
         };
-        let metered = Metered {
-            inner: upstream,
-            ledger: self.ledger.clone(),
-            entry,
-            max: self.policy.max_bytes,
-        };
+        let touched = Arc::new(AtomicU64::new(clock()));
+        let metered = self.metered(upstream, entry, touched.clone());
         let Ok((mut sender, connection)) =
             hyper::client::conn::http1::handshake(TokioIo::new(metered)).await
         else {
@@ -268,8 +329,13 @@ impl Proxy {
                 "egress: the upstream handshake failed\n",
             );
         };
+        let stop = self.stop.clone();
         self.tasks.spawn(async move {
-            let _ = connection.await;
+            tokio::select! {
+                _ = connection => {}
+                _ = idle(&touched) => {}
+                _ = stop.cancelled() => {}
+            }
             drop(open);
         });
         if let Some(path) = uri.path_and_query() {
@@ -332,6 +398,17 @@ fn same_name(hello: &Hello, host: &Host) -> Result<(), String> {
             "the tunnel did not start with a readable ClientHello ({why})"
         )),
         Hello::Incomplete => Err("the ClientHello did not arrive".to_string()),
+    }
+}
+
+/// Returns once nothing has moved on a connection (its `touched` stamp) for [`IDLE`].
+async fn idle(touched: &AtomicU64) {
+    loop {
+        tokio::time::sleep(IDLE / 4).await;
+        let since = clock().saturating_sub(touched.load(std::sync::atomic::Ordering::Relaxed));
+        if since >= IDLE.as_secs() {
+            return;
+        }
     }
 }
 

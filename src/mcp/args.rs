@@ -138,6 +138,11 @@ pub struct ExecutionStatus {
     /// call (its state is gone).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_ended: Option<SessionEnd>,
+    /// With an egress allowlist only: each host and port the program tried through the
+    /// proxy, allowed or blocked (with the reason), its connections and bytes; empty when it
+    /// tried none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<crate::egress::Attempt>>,
 }
 
 #[cfg(test)]

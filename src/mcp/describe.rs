@@ -6,7 +6,14 @@ use crate::settings::SandboxConfig;
 /// The tool description: what is available and the limits in force.
 pub fn execute_description(config: &SandboxConfig) -> String {
     let limits = &config.limits;
-    let network = if config.network == "none" {
+    let network = if let Some(egress) = &config.egress {
+        let hosts: Vec<&str> = egress.allow.patterns().collect();
+        format!(
+            "Network: only these hosts, through an HTTP proxy the environment already names              (HTTP_PROXY/HTTPS_PROXY; urllib, requests, httpx and curl use it): {}; without              a port, 80 and 443. Nothing else is reachable and there is no DNS; a refused              request gets HTTP 403 saying why. At most {} MiB in and out per call.",
+            hosts.join(", "),
+            egress.max_bytes >> 20,
+        )
+    } else if config.network == "none" {
         "There is no network access.".to_string()
     } else {
         format!("Network: Docker network `{}`.", config.network)

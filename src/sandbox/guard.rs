@@ -14,6 +14,8 @@ use bollard::query_parameters::RemoveContainerOptions;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::TaskTracker;
 
+use crate::egress::Endpoint;
+
 /// Owns one container by name, from before its creation until its removal.
 ///
 /// The name is chosen before the create call, so even a create interrupted half-way is
@@ -34,6 +36,8 @@ pub struct ContainerGuard {
     /// The container may be paused (a session's, between calls): it is unpaused before it is
     /// removed, since gVisor cannot kill a paused sandbox (the removal fails after 10 s).
     may_be_paused: bool,
+    /// The container's egress proxy (`--allow-host`), stopped once the container is gone.
+    egress: Option<Endpoint>,
 }
 
 impl ContainerGuard {
@@ -50,7 +54,18 @@ impl ContainerGuard {
             cleanup,
             creating: Arc::default(),
             may_be_paused: false,
+            egress: None,
         }
+    }
+
+    /// Gives the guard the container's egress proxy, to end with the container.
+    pub fn attach_egress(&mut self, endpoint: Endpoint) {
+        self.egress = Some(endpoint);
+    }
+
+    /// The container's egress proxy, when it has one.
+    pub fn egress(&self) -> Option<&Endpoint> {
+        self.egress.as_ref()
     }
 
     /// Says the container may be paused when it is removed (see `may_be_paused`).
@@ -88,7 +103,9 @@ impl ContainerGuard {
         let name = self.name.take().unwrap_or_default();
         let _permit = self.permit.take();
         let _created = self.creating.lock().await;
-        remove_container(&self.docker, &name, self.removing()).await
+        let removed = remove_container(&self.docker, &name, self.removing()).await;
+        drop(self.egress.take());
+        removed
     }
 }
 
@@ -99,6 +116,7 @@ impl Drop for ContainerGuard {
         let docker = self.docker.clone();
         let creating = self.creating.clone();
         let removing = self.removing();
+        let egress = self.egress.take();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(container = %name, "no runtime to remove the container; the reaper will");
             return;
@@ -109,6 +127,7 @@ impl Drop for ContainerGuard {
                 if let Err(error) = remove_container(&docker, &name, removing).await {
                     tracing::warn!(container = %name, %error, "could not remove container; the reaper will once its deadline passes");
                 }
+                drop(egress);
                 drop(permit);
             },
             &runtime,

@@ -17,8 +17,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use bollard::models::ContainerCreateBody;
+
+use super::egress::Exits;
 use super::guard::ContainerGuard;
-use super::spec::{call_uid, container_spec, session_spec};
+use super::spec::{add_egress, call_uid, container_spec, session_spec};
 use super::stream::start_attached;
 use super::types::SandboxError;
 use crate::engine::{Engine, LazyDocker};
@@ -43,6 +46,8 @@ pub struct Launcher {
     cleanup: TaskTracker,
     /// Cancelled when the server shuts down: every running call stops.
     stopping: CancellationToken,
+    /// Each container's way out through the egress proxy, with `--allow-host`.
+    exits: Exits,
 }
 
 /// When a container is removed relative to the answer.
@@ -56,7 +61,9 @@ pub enum Removal {
 
 impl Launcher {
     pub fn new(config: SandboxConfig) -> Self {
+        let exits = Exits::new(config.egress.clone(), config.runtime.clone());
         Self {
+            exits,
             docker: LazyDocker::default(),
             config,
             instance: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
@@ -126,8 +133,8 @@ impl Launcher {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<(ContainerGuard, AttachContainerResults), SandboxError> {
         let docker = self.docker.get().await?;
-        let guard = self.guard(docker, permit);
-        let spec = container_spec(
+        let mut guard = self.guard(docker, permit);
+        let mut spec = container_spec(
             &self.config,
             image,
             &self.instance,
@@ -135,8 +142,27 @@ impl Launcher {
             idle,
             call_uid(),
         );
+        self.give_egress(docker, &mut guard, &mut spec).await?;
         let streams = start_attached(docker, &guard, spec).await?;
         Ok((guard, streams))
+    }
+
+    /// With `--allow-host`: the container's own egress proxy, owned by its guard and mounted
+    /// into `spec`. Without: nothing (the container has no network at all).
+    async fn give_egress(
+        &self,
+        docker: &Docker,
+        guard: &mut ContainerGuard,
+        spec: &mut ContainerCreateBody,
+    ) -> Result<(), SandboxError> {
+        let name = guard.name();
+        let short = name.rsplit_once(&self.instance).map_or(name, |(_, n)| n);
+        let folder = format!("{}{short}", self.instance);
+        if let Some((endpoint, resolv_conf)) = self.exits.open(docker, &folder).await? {
+            add_egress(spec, endpoint.dir(), &resolv_conf);
+            guard.attach_egress(endpoint);
+        }
+        Ok(())
     }
 
     /// Creates, attaches and starts one session container of `image` (`session_spec`), its
@@ -148,13 +174,14 @@ impl Launcher {
         let docker = self.docker.get().await?;
         let mut guard = self.guard(docker, None);
         guard.may_be_paused();
-        let spec = session_spec(
+        let mut spec = session_spec(
             &self.config,
             image,
             &self.instance,
             SystemTime::now(),
             call_uid(),
         );
+        self.give_egress(docker, &mut guard, &mut spec).await?;
         let streams = start_attached(docker, &guard, spec).await?;
         Ok((guard, streams))
     }

@@ -17,6 +17,7 @@
 //! - the leaves: `protocol` (what `runner.py` agrees with), `payload` (the request), `output`,
 //!   `files`, `liveness`, and `types` (the errors, results and values every part shares).
 
+mod egress;
 mod files;
 mod guard;
 mod launcher;

@@ -76,7 +76,9 @@ impl PlainCall<'_> {
                         live(s, b);
                     })
                     .await?;
-                Ok(output.finish(outcome, files_budget))
+                let mut result = output.finish(outcome, files_budget);
+                result.egress = guard.egress().map(|e| e.report());
+                Ok(result)
             })
             .await
     }

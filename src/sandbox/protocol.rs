@@ -31,6 +31,13 @@ pub const MANIFEST_MAX: usize = 256 << 10;
 pub const HEADER_MAX: usize = 256;
 /// What starts every trailer, before the call's token (`_TRAILER`).
 pub const TRAILER_MARK: &[u8] = b"\0pyexec-exit ";
+/// Where an execution with an egress allowlist finds the folder of its proxy's Unix socket
+/// (`crate::egress::SOCKET`; `_EGRESS_SOCKET` in runner.py): the container's own folder,
+/// bind-mounted from the server.
+pub const EGRESS_DIR: &str = "/run/pyexec-egress";
+/// The loopback port the runner relays to that socket (`_EGRESS_PORT`): the port of the
+/// `HTTP_PROXY` the program is given.
+pub const EGRESS_PORT: u16 = 3128;
 /// The runner's argument that starts session mode (after the deadline and the two uids).
 pub const SESSION_MODE: &str = "session";
 /// Trailer flag: the container's memory cgroup counted an OOM kill.
@@ -412,11 +419,17 @@ mod tests {
             "_INTERRUPT_GRACE = {:?}",
             INTERRUPT_GRACE.as_secs_f64()
         ));
+        runner_has(&format!(
+            "_EGRESS_SOCKET = \"{EGRESS_DIR}/{}\"",
+            crate::egress::SOCKET
+        ));
+        runner_has(&format!("_EGRESS_PORT = {EGRESS_PORT}"));
         // Spelled once, as the constant: no literal elsewhere can drift from it.
         for value in [
             KILLED.to_string(),
             NO_PAYLOAD.to_string(),
             HEADER_MAX.to_string(),
+            EGRESS_PORT.to_string(),
         ] {
             let lines: Vec<_> = runner_code()
                 .into_iter()

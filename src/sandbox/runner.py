@@ -852,7 +852,152 @@ def _fork(child, stdin, child_fds, parent_fds):
         os._exit(70)
     _set_dumpable(0)  # a change of uid resets it; said again to be plain
     _blank_environment(_IDS["environment"])
+    _egress_relay()
     return pid, out_read, err_read
+
+
+# The egress relay, when the server gave this container a way out (an allowlist: it mounted
+# its proxy's Unix socket at _EGRESS_SOCKET). The container has no network; the supervisor
+# listens on the loopback port HTTP_PROXY names and carries every connection to that socket
+# and back, and the proxy at the other end decides what may be reached. Bound before the
+# program's code arrives, so the program cannot take the port first; one thread, nothing
+# blocking, at most _EGRESS_PAIRS connections at once (later ones are closed unanswered) and
+# _EGRESS_CHUNK bytes held per direction, so the supervisor's memory stays small whatever
+# the program does. The program may also connect to the socket itself: the proxy is the
+# boundary, this is only the convenience ordinary clients need.
+_EGRESS_SOCKET = "/run/pyexec-egress/proxy.sock"
+_EGRESS_PORT = 3128
+_EGRESS_PAIRS = 128
+_EGRESS_CHUNK = 16384
+
+
+def _egress_relay():
+    try:
+        os.stat(_EGRESS_SOCKET)
+    except OSError:
+        return
+    import _socket
+    import _thread
+
+    listener = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", _EGRESS_PORT))
+        listener.listen(128)
+        listener.setblocking(False)
+    except OSError as error:
+        _write_all(2, b"pyexec runner: the egress proxy's port cannot be opened: %r\n" % (error,))
+        return
+    _thread.start_new_thread(_egress_loop, (listener, _socket))
+
+
+def _egress_loop(listener, _socket):
+    import select
+
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    socks = {}  # fd -> socket
+    peer = {}  # fd -> the fd its bytes go to
+    pending = {}  # fd -> bytes waiting to be written to fd
+    ended = set()  # fds whose reading side has ended
+    polled = {}  # fd -> the events it is polled for; an fd with none is not polled at all
+
+    def close(fd):
+        for one in (fd, peer.get(fd)):
+            if one in socks:
+                if polled.pop(one, None) is not None:
+                    poller.unregister(one)
+                socks.pop(one).close()
+                peer.pop(one, None)
+                pending.pop(one, None)
+                ended.discard(one)
+
+    def watch(fd):
+        # Read fd while its peer's queue is empty; write fd while its own queue is not. An fd
+        # wanting neither is left out of the poll (a hang-up would be reported over and over).
+        wanted = 0
+        if fd not in ended and not pending.get(peer[fd]):
+            wanted |= select.POLLIN
+        if pending.get(fd):
+            wanted |= select.POLLOUT
+        had = polled.pop(fd, None)
+        if wanted:
+            polled[fd] = wanted
+            if had is None:
+                poller.register(fd, wanted)
+            elif had != wanted:
+                poller.modify(fd, wanted)
+        elif had is not None:
+            poller.unregister(fd)
+
+    def settle(fd):
+        # Pass an end on once what came before it is written; close the pair when both
+        # sides ended and nothing is left to write either way.
+        other = peer[fd]
+        for one, to in ((fd, other), (other, fd)):
+            if one in ended and not pending.get(to):
+                try:
+                    socks[to].shutdown(_socket.SHUT_WR)
+                except OSError:
+                    pass
+        if fd in ended and other in ended and not pending.get(fd) and not pending.get(other):
+            close(fd)
+            return
+        watch(fd)
+        watch(other)
+
+    def accept():
+        try:
+            fd, _ = listener._accept()
+        except OSError:
+            return
+        client = _socket.socket(fileno=fd)
+        if len(socks) >= 2 * _EGRESS_PAIRS:
+            client.close()
+            return
+        upstream = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            upstream.connect(_EGRESS_SOCKET)
+        except OSError:
+            client.close()
+            upstream.close()
+            return
+        for one in (client, upstream):
+            one.setblocking(False)
+            socks[one.fileno()] = one
+        peer[client.fileno()], peer[upstream.fileno()] = upstream.fileno(), client.fileno()
+        watch(client.fileno())
+        watch(upstream.fileno())
+
+    def serve(fd, events):
+        if events & select.POLLOUT and pending.get(fd):
+            try:
+                sent = socks[fd].send(pending[fd])
+            except BlockingIOError:
+                sent = 0
+            pending[fd] = pending[fd][sent:]
+        elif events & (select.POLLIN | select.POLLHUP | select.POLLERR) and fd not in ended:
+            try:
+                data = socks[fd].recv(_EGRESS_CHUNK)
+            except BlockingIOError:
+                return
+            if data:
+                pending[peer[fd]] = data
+            else:
+                ended.add(fd)
+        elif events & (select.POLLHUP | select.POLLERR):
+            raise OSError("hung up")
+        settle(fd)
+
+    while True:
+        for fd, events in poller.poll():
+            if fd == listener.fileno():
+                accept()
+            elif fd in socks:
+                try:
+                    serve(fd, events)
+                except OSError:
+                    close(fd)
 
 
 # The values the server shares with this program (sandbox/protocol.rs, whose unit test

@@ -135,6 +135,13 @@ impl Session {
         drop(self.guard.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
+    /// What the session's programs tried through the egress proxy since the last call's
+    /// report (a fresh budget for the next), or `None` without an allowlist.
+    pub fn take_egress(&self) -> Option<Vec<crate::egress::Attempt>> {
+        let guard = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref()?.egress().map(|e| e.take())
+    }
+
     pub fn is_over(&self) -> bool {
         self.ended
             .lock()

@@ -114,9 +114,12 @@ impl SessionCall<'_> {
             duration_ms,
             bundle: verdict.bundle,
         };
+        let egress = session.take_egress();
         self.settle(docker, &session, conn, permit, ended);
+        let mut result = output.finish(outcome, files_budget);
+        result.egress = egress;
         Ok(SessionOutcome {
-            result: output.finish(outcome, files_budget),
+            result,
             ended,
             image,
         })

@@ -5,6 +5,7 @@
 //! install; the shared [`hardened_host_config`], and the uids calls run as ([`CALL_UIDS`]).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::models::{
@@ -12,7 +13,7 @@ use bollard::models::{
     MountBindOptionsPropagationEnum, MountType, ResourcesUlimits,
 };
 
-use super::protocol::{RUNNER, SESSION_MODE};
+use super::protocol::{EGRESS_DIR, EGRESS_PORT, RUNNER, SESSION_MODE};
 use crate::labels::{LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, LABEL_SESSION, LABEL_WARM};
 use crate::settings::SandboxConfig;
 /// The uids calls run as: each container draws its own from this range, so no kernel
@@ -110,11 +111,30 @@ pub fn container_spec(
     }
 }
 
-/// The read-only bind of `--workspace` at [`WORKSPACE`].
-fn workspace_mount(workspace: &std::path::Path) -> Vec<Mount> {
-    vec![Mount {
-        target: Some(WORKSPACE.to_string()),
-        source: Some(workspace.display().to_string()),
+/// Gives an execution (or session) container its way out through the egress proxy: the
+/// folder of its proxy's socket at [`EGRESS_DIR`] and a `resolv.conf` with no nameserver, both
+/// read-only, and the proxy variables ordinary clients read (urllib, requests, httpx, pip,
+/// curl). The container keeps `--network none`: the runner relays the loopback port they
+/// name to the socket, and nothing else leads anywhere.
+pub fn add_egress(spec: &mut ContainerCreateBody, socket_dir: &Path, resolv_conf: &Path) {
+    let host_config = spec.host_config.get_or_insert_with(Default::default);
+    let mounts = host_config.mounts.get_or_insert_with(Vec::new);
+    mounts.push(read_only_bind(socket_dir, EGRESS_DIR));
+    mounts.push(read_only_bind(resolv_conf, "/etc/resolv.conf"));
+    let proxy = format!("http://127.0.0.1:{EGRESS_PORT}");
+    let env = spec.env.get_or_insert_with(Vec::new);
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+        env.push(format!("{name}={proxy}"));
+        env.push(format!("{}={proxy}", name.to_lowercase()));
+    }
+    env.push("NO_PROXY=localhost,127.0.0.1,::1".to_string());
+    env.push("no_proxy=localhost,127.0.0.1,::1".to_string());
+}
+
+fn read_only_bind(source: &Path, target: &str) -> Mount {
+    Mount {
+        target: Some(target.to_string()),
+        source: Some(source.display().to_string()),
         typ: Some(MountType::BIND),
         read_only: Some(true),
         bind_options: Some(MountBindOptions {
@@ -123,7 +143,12 @@ fn workspace_mount(workspace: &std::path::Path) -> Vec<Mount> {
             ..Default::default()
         }),
         ..Default::default()
-    }]
+    }
+}
+
+/// The read-only bind of `--workspace` at [`WORKSPACE`].
+fn workspace_mount(workspace: &Path) -> Vec<Mount> {
+    vec![read_only_bind(workspace, WORKSPACE)]
 }
 
 /// An execution's environment: the shared minimal one, and matplotlib's.

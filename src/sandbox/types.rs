@@ -39,6 +39,10 @@ pub struct ExecutionResult {
     #[serde(skip)]
     #[schemars(skip)]
     pub returned: Returned,
+    /// What the program tried to reach through the egress proxy, host by host (empty when
+    /// it tried nothing); absent when the server allows no host (`--allow-host`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<crate::egress::Attempt>>,
 }
 
 impl ExecutionResult {
@@ -120,6 +124,8 @@ pub enum SandboxError {
     SessionBusy { waited: Duration },
     #[error("the server is shutting down; the call was stopped")]
     ShuttingDown,
+    #[error("the call's container could not be given its egress proxy: {reason}")]
+    Egress { reason: String },
 }
 
 /// Which output stream a chunk came from.
@@ -176,6 +182,7 @@ impl Output {
             truncated,
             duration_ms: outcome.duration_ms,
             returned: Returned::from_bundle(outcome.bundle, files_budget),
+            egress: None,
         }
     }
 }

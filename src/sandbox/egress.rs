@@ -1,0 +1,148 @@
+//! The sandbox's side of egress (`--allow-host`): where each container's proxy socket lives on
+//! this machine, the `resolv.conf` with no nameserver every such container gets (names are
+//! the proxy's to resolve), and the one check an engine needs before it can pass a host
+//! socket into a container (gVisor's `--host-uds`). [`Exits::open`] makes a container's
+//! [`Endpoint`]; the launcher mounts it (`spec::add_egress`) and the guard owns it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bollard::Docker;
+use tokio::sync::OnceCell;
+
+use super::types::SandboxError;
+use crate::egress::{Endpoint, Policy};
+
+/// A socket folder older than this was left by a server that crashed (no container of ours
+/// lives that long: sessions at most a day).
+const STALE: Duration = Duration::from_secs(2 * 24 * 3600);
+/// What a container with an allowlist finds in /etc/resolv.conf.
+const RESOLV_CONF: &str = "# No nameserver: this sandbox has no network. Names are resolved by \
+the server's egress proxy (HTTP_PROXY), which decides which hosts may be reached.\n";
+
+/// The socket folders of this server's containers, and whether the engine can pass them in.
+pub struct Exits {
+    policy: Option<Arc<Policy>>,
+    /// `<temp>/mcp-python-executor-<uid>/egress`, this user's own (`private_dir`).
+    base: PathBuf,
+    /// The engine's runtime, checked once, on the first container with an allowlist.
+    runtime_checked: OnceCell<()>,
+    runtime: Option<String>,
+}
+
+impl Exits {
+    pub fn new(policy: Option<Arc<Policy>>, runtime: Option<String>) -> Self {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        Self {
+            policy,
+            base: std::env::temp_dir()
+                .join(format!("mcp-python-executor-{uid}"))
+                .join("egress"),
+            runtime_checked: OnceCell::new(),
+            runtime,
+        }
+    }
+
+    /// The endpoint of the container `name`, or `None` without an allowlist.
+    pub async fn open(
+        &self,
+        docker: &Docker,
+        name: &str,
+    ) -> Result<Option<(Endpoint, PathBuf)>, SandboxError> {
+        let Some(policy) = &self.policy else {
+            return Ok(None);
+        };
+        self.runtime_checked
+            .get_or_try_init(|| async { self.check_runtime(docker).await.map(|_| ()) })
+            .await?;
+        let failed = |error: std::io::Error| SandboxError::Egress {
+            reason: format!(
+                "its socket under {} could not be made: {error}",
+                self.base.display()
+            ),
+        };
+        let resolv_conf = self.prepare().map_err(failed)?;
+        let endpoint = Endpoint::open(&self.base, name, policy.clone()).map_err(failed)?;
+        Ok(Some((endpoint, resolv_conf)))
+    }
+
+    /// The base folder (private, made on first use, with stale folders of crashed servers
+    /// removed) and the path of its `resolv.conf`.
+    fn prepare(&self) -> std::io::Result<PathBuf> {
+        let resolv_conf = self.base.join("resolv.conf");
+        if std::fs::symlink_metadata(&resolv_conf).is_ok() {
+            crate::private_dir::check(&self.base)?;
+            return Ok(resolv_conf);
+        }
+        if let Some(parent) = self.base.parent() {
+            crate::private_dir::ensure(parent)?;
+        }
+        crate::private_dir::ensure(&self.base)?;
+        remove_stale(&self.base);
+        let staged = self
+            .base
+            .join(format!("resolv.conf.{}", std::process::id()));
+        std::fs::write(&staged, RESOLV_CONF)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o644))?;
+        std::fs::rename(&staged, &resolv_conf)?;
+        Ok(resolv_conf)
+    }
+
+    /// gVisor passes a host socket into its sandbox only when told to (`--host-uds=open`);
+    /// without it every connection of the program would fail. Refused with the fix instead.
+    async fn check_runtime(&self, docker: &Docker) -> Result<(), SandboxError> {
+        let Some(name) = &self.runtime else {
+            return Ok(());
+        };
+        let Ok(info) = docker.info().await else {
+            return Ok(());
+        };
+        let Some(runtime) = info.runtimes.and_then(|r| r.get(name).cloned()) else {
+            return Ok(());
+        };
+        let is_gvisor = runtime
+            .path
+            .as_deref()
+            .is_some_and(|p| p.ends_with("runsc"));
+        let args = runtime.runtime_args.unwrap_or_default();
+        let passes_sockets = args
+            .iter()
+            .any(|a| a == "--host-uds=open" || a == "--host-uds=all");
+        if is_gvisor && !passes_sockets {
+            return Err(SandboxError::Egress {
+                reason: format!(
+                    "the runtime `{name}` is gVisor without --host-uds=open, so the egress \
+                     proxy's socket cannot reach its containers\nhint: register a runtime for \
+                     it in /etc/docker/daemon.json, e.g. \"runsc-egress\": {{\"path\": \
+                     \"/usr/bin/runsc\", \"runtimeArgs\": [\"--network=none\", \
+                     \"--host-uds=open\"]}}, restart dockerd and use --runtime runsc-egress"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Removes the socket folders under `base` that no live server can still use.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > STALE);
+        if old && meta.is_dir() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
