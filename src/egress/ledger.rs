@@ -143,26 +143,37 @@ impl Ledger {
         Some(Entry { generation, index })
     }
 
-    /// Adds bytes to an entry and to the total; false once the total is over `max`.
-    pub(super) fn count(&self, entry: Option<Entry>, sent: u64, received: u64, max: u64) -> bool {
-        let within =
-            self.bytes.fetch_add(sent + received, Ordering::Relaxed) + sent + received <= max;
-        if !within {
-            self.spent.store(true, Ordering::Relaxed);
+    /// Bytes left of a budget of `max`.
+    pub(super) fn left(&self, max: u64) -> u64 {
+        max.saturating_sub(self.bytes.load(Ordering::Relaxed))
+    }
+
+    /// Adds bytes to an entry and to the total.
+    pub(super) fn count(&self, entry: Option<Entry>, sent: u64, received: u64) {
+        self.bytes.fetch_add(sent + received, Ordering::Relaxed);
+        self.with_entry(entry, |attempt| {
+            attempt.bytes_sent += sent;
+            attempt.bytes_received += received;
+        });
+    }
+
+    /// The budget is spent: the connection of `entry` is cut (its entry says so), and no new
+    /// one is opened in this call.
+    pub(super) fn cut(&self, entry: Option<Entry>) {
+        self.spent.store(true, Ordering::Relaxed);
+        self.with_entry(entry, |attempt| {
+            attempt.reason.get_or_insert_with(|| CUT.to_string());
+        });
+    }
+
+    fn with_entry(&self, entry: Option<Entry>, change: impl FnOnce(&mut Attempt)) {
+        let Some(entry) = entry else { return };
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        if attempts.0 == entry.generation
+            && let Some(attempt) = attempts.1.get_mut(entry.index)
+        {
+            change(attempt);
         }
-        if let Some(entry) = entry {
-            let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-            if attempts.0 == entry.generation
-                && let Some(attempt) = attempts.1.get_mut(entry.index)
-            {
-                attempt.bytes_sent += sent;
-                attempt.bytes_received += received;
-                if !within && attempt.reason.is_none() {
-                    attempt.reason = Some(CUT.to_string());
-                }
-            }
-        }
-        within
     }
 }
 
@@ -209,20 +220,37 @@ fn spent() -> std::io::Error {
     std::io::Error::other("egress byte limit reached")
 }
 
+impl Metered {
+    /// What is left of the budget, or the error that cuts the connection when nothing is.
+    fn allowance(&self) -> std::io::Result<usize> {
+        match self.ledger.left(self.max) {
+            0 => {
+                self.ledger.cut(self.entry);
+                Err(spent())
+            }
+            left => Ok(usize::try_from(left).unwrap_or(usize::MAX)),
+        }
+    }
+}
+
 impl AsyncRead for Metered {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = (buf.filled().len() - before) as u64;
+        let allowance = self.allowance()?;
+        // Never more than the budget allows: the limit is exact, not one buffer late.
+        let mut limited = buf.take(allowance.min(buf.remaining()));
+        let polled = Pin::new(&mut self.inner).poll_read(cx, &mut limited);
+        let read = limited.filled().len();
+        // SAFETY: `limited` views `buf`'s unfilled part, and the inner reader filled (so
+        // initialised) its first `read` bytes.
+        unsafe { buf.assume_init(read) };
+        buf.advance(read);
         if read > 0 {
             self.touched.store(clock(), Ordering::Relaxed);
-            if !self.ledger.count(self.entry, 0, read, self.max) {
-                return Poll::Ready(Err(spent()));
-            }
+            self.ledger.count(self.entry, 0, read as u64);
         }
         polled
     }
@@ -234,12 +262,12 @@ impl AsyncWrite for Metered {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        let allowance = self.allowance()?;
+        let data = &data[..allowance.min(data.len())];
         let polled = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(written)) = polled {
             self.touched.store(clock(), Ordering::Relaxed);
-            if !self.ledger.count(self.entry, written as u64, 0, self.max) {
-                return Poll::Ready(Err(spent()));
-            }
+            self.ledger.count(self.entry, written as u64, 0);
         }
         polled
     }
