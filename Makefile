@@ -54,13 +54,15 @@ inspector: image build $(INSPECTOR)
 # the flood tests (a gigabyte through the attach stream) are not bound by a debug build.
 # The unit tests and every tests/*.rs but the engine ones, so a new file is in the everyday
 # suite; named as targets, not filtered out, so the summary counts no test as skipped.
-ENGINE_TESTS := remote ssh
+ENGINE_TESTS := remote ssh egress_hosts
 EVERYDAY_TESTS := $(filter-out $(ENGINE_TESTS),$(basename $(notdir $(wildcard tests/*.rs))))
 test-rust:
 	cargo nextest run --cargo-profile release --no-fail-fast --lib --bins $(EVERYDAY_TESTS:%=--test %)
 
 # The tests that start an engine of their own, as root: a second dockerd with TLS certificates
-# they make (tests/remote.rs) and an sshd in front of this machine's Docker (tests/ssh.rs).
+# they make (tests/remote.rs) and an sshd in front of this machine's Docker (tests/ssh.rs);
+# and the egress tests whose test hosts live in network namespaces they make
+# (tests/egress_hosts.rs).
 test-engines: prereqs-engines image build
 	cargo nextest run --cargo-profile release --no-fail-fast $(ENGINE_TESTS:%=--test %)
 
