@@ -75,13 +75,14 @@ test-podman: prereqs-podman image build
 	DOCKER_HOST=unix://$(PODMAN_SOCK) cargo nextest run --cargo-profile release --no-fail-fast \
 		--test mcp --test execute --test isolation --test attacks --test pool --test reaper \
 		--test faults --test cli --test packages --test install_attacks --test image_build \
-		--test sessions
+		--test sessions --test egress_calls
 
 # The isolation tests, the attack corpus and the sessions again, under gVisor (needs runsc
 # registered with dockerd: see SECURITY.md).
 test-gvisor: prereqs-gvisor image
 	PYEXEC_RUNTIME=runsc cargo nextest run --cargo-profile release --no-fail-fast --test attacks --test isolation \
 		--test sessions
+	PYEXEC_RUNTIME=runsc-egress cargo nextest run --cargo-profile release --no-fail-fast --test egress_calls
 
 # 1,000 mixed calls at concurrency 16 over MCP: failures, leaks and the server's peak RSS.
 soak: image build

@@ -158,6 +158,10 @@ gvisor)
     missing "runsc registered with dockerd" \
       "install: apt-get install runsc, add it to /etc/docker/daemon.json and reload dockerd (SECURITY.md, Enabling gVisor)"
   fi
+  if [ $missing = 0 ] && ! docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"runsc-egress"'; then
+    missing "runsc-egress registered with dockerd (runsc with --host-uds=open, for the egress tests)" \
+      "install: add it to /etc/docker/daemon.json next to runsc and reload dockerd (SECURITY.md, Egress under gVisor)"
+  fi
   ;;
 podman)
   [ "$(id -u)" = 0 ] || missing "root (the suite runs rootful Podman)" "run it as root: sudo make test-podman"

@@ -103,27 +103,30 @@ impl Exits {
         let Some(runtime) = info.runtimes.and_then(|r| r.get(name).cloned()) else {
             return Ok(());
         };
-        let is_gvisor = runtime
-            .path
-            .as_deref()
-            .is_some_and(|p| p.ends_with("runsc"));
-        let args = runtime.runtime_args.unwrap_or_default();
-        let passes_sockets = args
-            .iter()
-            .any(|a| a == "--host-uds=open" || a == "--host-uds=all");
-        if is_gvisor && !passes_sockets {
-            return Err(SandboxError::Egress {
-                reason: format!(
-                    "the runtime `{name}` is gVisor without --host-uds=open, so the egress \
-                     proxy's socket cannot reach its containers\nhint: register a runtime for \
-                     it in /etc/docker/daemon.json, e.g. \"runsc-egress\": {{\"path\": \
-                     \"/usr/bin/runsc\", \"runtimeArgs\": [\"--network=none\", \
-                     \"--host-uds=open\"]}}, restart dockerd and use --runtime runsc-egress"
-                ),
-            });
+        match refusal(name, &runtime) {
+            Some(reason) => Err(SandboxError::Egress { reason }),
+            None => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// Why the runtime `name` cannot carry egress: gVisor without `--host-uds=open` (or `all`)
+/// refuses every connect to a host socket.
+fn refusal(name: &str, runtime: &bollard::models::Runtime) -> Option<String> {
+    let is_gvisor = runtime.path.as_deref().is_some_and(|p| p.ends_with("runsc"));
+    let args = runtime.runtime_args.as_deref().unwrap_or_default();
+    let passes_sockets = args
+        .iter()
+        .any(|a| a == "--host-uds=open" || a == "--host-uds=all");
+    (is_gvisor && !passes_sockets).then(|| {
+        format!(
+            "the runtime `{name}` is gVisor without --host-uds=open, so the egress proxy's \
+             socket cannot reach its containers\nhint: register a runtime for it in \
+             /etc/docker/daemon.json, e.g. \"runsc-egress\": {{\"path\": \"/usr/bin/runsc\", \
+             \"runtimeArgs\": [\"--network=none\", \"--host-uds=open\"]}}, reload dockerd \
+             (SIGHUP) and use --runtime runsc-egress"
+        )
+    })
 }
 
 /// Removes the socket folders under `base` that no live server can still use.
@@ -144,5 +147,30 @@ fn remove_stale(base: &Path) {
         if old && meta.is_dir() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::Runtime;
+
+    fn runtime(path: &str, args: &[&str]) -> Runtime {
+        Runtime {
+            path: Some(path.to_string()),
+            runtime_args: Some(args.iter().map(|a| a.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn gvisor_carries_egress_only_when_it_passes_host_sockets() {
+        let refused = refusal("runsc", &runtime("/usr/bin/runsc", &["--network=none"])).unwrap();
+        assert!(refused.contains("--host-uds=open"), "{refused}");
+        assert!(refused.contains("--runtime runsc-egress"), "the fix is named: {refused}");
+        let open = runtime("/usr/bin/runsc", &["--network=none", "--host-uds=open"]);
+        assert_eq!(refusal("runsc-egress", &open), None);
+        assert_eq!(refusal("runc", &runtime("runc", &[])), None);
+        assert!(refusal("gv", &runtime("/opt/gvisor/runsc", &[])).is_some());
     }
 }
