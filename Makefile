@@ -62,9 +62,11 @@ test-rust:
 # The tests that start an engine of their own, as root: a second dockerd with TLS certificates
 # they make (tests/remote.rs) and an sshd in front of this machine's Docker (tests/ssh.rs);
 # and the egress tests whose test hosts live in network namespaces they make
-# (tests/egress_hosts.rs).
+# (tests/egress_hosts.rs); then the attack and isolation corpus again with an allowlist set.
 test-engines: prereqs-engines image build
 	cargo nextest run --cargo-profile release --no-fail-fast $(ENGINE_TESTS:%=--test %)
+	PYEXEC_ALLOW_HOSTS="example.com, 127.0.0.1:9" cargo nextest run --cargo-profile release \
+		--no-fail-fast --test attacks --test isolation
 
 # The MCP-level, core, session, attack, fault and install tests again, against rootful
 # Podman's Docker-API socket (started, and given an image it built itself, by
