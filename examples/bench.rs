@@ -9,7 +9,8 @@
 //! the same server over MCP on stdio and on Streamable HTTP with a token (warm p50 and calls/s
 //! at concurrency 8 each, side by side); then
 //! `install_packages`: a fresh small install (a wheel from a local index) and an install of an
-//! already-present spec, which must answer in ≤ 100 ms. Prints a
+//! already-present spec, which must answer in ≤ 100 ms; then egress (`bench/egress.rs`): warm
+//! p50 with an allowlist, and a download through the proxy against one without it. Prints a
 //! markdown table with ratios, so runs on noisy machines stay comparable. Exits non-zero if a
 //! call fails; the targets are reported, not asserted.
 
@@ -28,6 +29,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
+
+#[path = "bench/egress.rs"]
+mod egress;
 
 /// Sequential calls per latency row.
 const CALLS: usize = 30;
@@ -802,5 +806,20 @@ async fn main() -> anyhow::Result<()> {
         idle_rss as f64 / 1024.0,
         verdict(idle_rss * 1024 <= 20_000_000)
     );
+    eprintln!("bench: egress");
+    let egress_rows = egress::rows(warm50, |sandbox| async move {
+        let (p50, _) = latency(|| {
+            let sandbox = sandbox.clone();
+            async move {
+                sandbox.settle().await;
+                pool_full(&sandbox, 2).await;
+                execute(&sandbox).await
+            }
+        })
+        .await?;
+        Ok(p50)
+    })
+    .await?;
+    println!("{egress_rows}");
     Ok(())
 }

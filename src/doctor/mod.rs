@@ -4,7 +4,10 @@
 //! [`gather`] asks Docker (version, info, the images and containers of ours); [`assess`] is
 //! pure: it turns those facts into findings, so every verdict is unit-tested without a daemon.
 //! Each concern is one check (engine and limits, runtime, host security, base image,
-//! environment, leftovers), printed in that order by [`render`].
+//! environment, egress with `--allow-host`, leftovers), printed in that order by [`render`].
+//! The egress check is the one that runs a container (`egress.rs`).
+
+mod egress;
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -62,6 +65,10 @@ pub struct Facts {
     pub containers: (usize, usize),
     /// Images of ours no tag and no child needs any more.
     pub dangling_images: usize,
+    /// The allowlist (`--allow-host`), and whether a container reached its proxy; `None`
+    /// without one.
+    pub allowed_hosts: Vec<String>,
+    pub egress: Option<egress::Probe>,
 }
 
 /// Asks Docker everything the report needs; never fails (what it cannot learn is `None`).
@@ -114,6 +121,13 @@ pub async fn gather(sandbox: &SandboxConfig, environment: &EnvironmentConfig) ->
     }
     facts.containers = ours(docker).await;
     facts.dangling_images = dangling(docker).await;
+    if let Some(policy) = &sandbox.egress {
+        facts.allowed_hosts = policy.allow.patterns().map(str::to_string).collect();
+        facts.egress = Some(match facts.image_layout {
+            Some(_) => egress::probe(sandbox).await,
+            None => egress::Probe::Failed(format!("no image {} to try it in", facts.image)),
+        });
+    }
     facts
 }
 
@@ -155,6 +169,7 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
     found.extend(host_security(facts));
     found.push(image(facts));
     found.push(environment(facts));
+    found.extend(egress::assess(facts));
     found.push(leftovers(facts));
     found
 }
@@ -413,6 +428,25 @@ mod tests {
             env_tag: "env:current".into(),
             ..Facts::default()
         }
+    }
+
+    #[test]
+    fn egress_is_checked_only_with_an_allowlist_and_a_failure_names_the_fix() {
+        assert!(assess(&healthy()).iter().all(|f| f.check != "egress"));
+        let mut facts = healthy();
+        facts.allowed_hosts = vec!["api.github.com".into()];
+        facts.egress = Some(egress::Probe::Answered);
+        let findings = assess(&facts);
+        assert_eq!(verdict_of(&findings, "egress"), Verdict::Ok);
+        facts.egress = Some(egress::Probe::Failed(
+            "the runtime `runsc` is gVisor without --host-uds=open\nhint: register runsc-egress"
+                .into(),
+        ));
+        let findings = assess(&facts);
+        let egress = findings.iter().find(|f| f.check == "egress").unwrap();
+        assert_eq!(egress.verdict, Verdict::Fail);
+        assert!(egress.detail.contains("api.github.com"), "{egress:?}");
+        assert_eq!(egress.next.as_deref(), Some("register runsc-egress"));
     }
 
     fn verdict_of(findings: &[Finding], check: &str) -> Verdict {

@@ -1,0 +1,85 @@
+//! `doctor`'s egress check (with `--allow-host`): one real call in a container of this
+//! engine and runtime, which asks its proxy (through the runner's relay and the mounted
+//! socket) for a host no allowlist names, and must get the proxy's own 403 back. That one
+//! answer proves the whole way out works here: the mount, the runtime passing the host socket
+//! in (gVisor needs `--host-uds=open`), the relay and the proxy.
+
+use std::time::Duration;
+
+use super::{Facts, Finding, Verdict, finding};
+use crate::sandbox::{ExecutionRequest, Sandbox};
+use crate::settings::SandboxConfig;
+
+/// What the probe call learned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// The proxy answered from inside a container.
+    Answered,
+    /// Why not: the call's error, or what the container saw instead.
+    Failed(String),
+}
+
+/// The host the probe asks for: `.invalid` is reserved, and a bare pattern for it would
+/// have to be listed on purpose.
+const PROBE_HOST: &str = "pyexec-doctor.invalid";
+
+/// Runs the probe call (a container of `config`'s image and runtime, removed after).
+pub async fn probe(config: &SandboxConfig) -> Probe {
+    let mut config = config.clone();
+    config.pool.size = 0;
+    let sandbox = Sandbox::new(config);
+    let code = format!(
+        "import socket\n\
+         s = socket.create_connection(('127.0.0.1', 3128), timeout=10)\n\
+         s.sendall(b'CONNECT {PROBE_HOST}:1 HTTP/1.1\\r\\nHost: {PROBE_HOST}:1\\r\\n\\r\\n')\n\
+         print(s.recv(4096).decode(errors='replace'))\n"
+    );
+    let ran = sandbox
+        .execute(
+            &ExecutionRequest::new(&code),
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await;
+    sandbox.shutdown(Duration::from_secs(10)).await;
+    match ran {
+        Ok(result) if result.stdout.contains("egress refused") => Probe::Answered,
+        Ok(result) => Probe::Failed(format!(
+            "the container could not reach its proxy: {}",
+            result
+                .stderr
+                .lines()
+                .last()
+                .or_else(|| result.stdout.lines().next())
+                .unwrap_or("no output")
+        )),
+        Err(error) => Probe::Failed(error.to_string()),
+    }
+}
+
+/// The egress finding, when an allowlist is set.
+pub fn assess(facts: &Facts) -> Option<Finding> {
+    let probe = facts.egress.as_ref()?;
+    let hosts = facts.allowed_hosts.join(", ");
+    Some(match probe {
+        Probe::Answered => finding(
+            Verdict::Ok,
+            "egress",
+            format!("a container reaches its proxy; allowed: {hosts}"),
+            None,
+        ),
+        Probe::Failed(why) => {
+            let hinted = crate::hint::Hinted::parse(why);
+            let next = hinted.hints.first().cloned().unwrap_or_else(|| {
+                "check the runtime (gVisor needs --host-uds=open: SECURITY.md, Egress under \
+                 gVisor) and that the image runs (the image check above)"
+                    .to_string()
+            });
+            Finding {
+                verdict: Verdict::Fail,
+                check: "egress",
+                detail: format!("{}; allowed: {hosts}", hinted.reason),
+                next: Some(next),
+            }
+        }
+    })
+}
