@@ -15,12 +15,13 @@
 //!   when the environment image vanished, counting; installs' grants.
 //! - [`image`]: the package environment: the current image, installs as checked, committed
 //!   layers, the cross-process install lock and the removal of superseded layers.
-//! - [`doctor`]: the host check behind `mcp-python-executor doctor`.
+//! - [`doctor`]: the host check behind `mcp-python-executor doctor` (with `--allow-host`, one
+//!   real call that reaches its egress proxy).
 //! - [`base_image`]: `image build`: the recipe sent through the engine's API, the offline
 //!   root filesystem imported the same way.
 //! - [`sandbox`]: one call's container: hardened create, attach, stream, wait, limits, remove;
 //!   the guard that removes it on every path, the pool, sessions and the reaper; the runner's
-//!   protocol.
+//!   protocol; each container's egress socket, mounted (`--allow-host`).
 //! - [`engine`]: the lazy daemon connection (local, TLS, or `ssh://` with one `ssh … docker
 //!   system dial-stdio` per connection), the engine's kind, and Docker errors turned into
 //!   next steps.
@@ -28,7 +29,8 @@
 //!   grants, the owner of a request), [`hint`] (hints as data, an error printed once),
 //!   [`tasks`] (background tasks ended together), [`packages`] (PEP 508 specs, pip's
 //!   arguments), [`metrics`] (Prometheus text), [`private_dir`] (the state folder, this
-//!   user's only), [`saved`] (`--output-dir`, private and bounded).
+//!   user's only), [`saved`] (`--output-dir`, private and bounded), [`egress`] (the allowlist,
+//!   the address checks and one proxy per container behind a Unix socket, with its ledger).
 //!
 //! A call goes `transport` → `mcp` → `executor` → [`sandbox::Sandbox::execute`] → Docker, and
 //! back as an [`sandbox::ExecutionResult`] that `mcp` renders. `main.rs` only parses the

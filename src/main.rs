@@ -251,6 +251,13 @@ async fn exec(
     } else if result.oom_killed {
         eprintln!("[killed: the program ran out of memory]");
     }
+    if let Some(line) = result
+        .egress
+        .as_deref()
+        .and_then(mcp_python_executor::egress::summary)
+    {
+        eprintln!("[{line}]");
+    }
     Ok(status)
 }
 

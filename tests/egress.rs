@@ -295,3 +295,71 @@ async fn connections_past_the_cap_are_refused_and_the_rest_still_work() {
     .await;
     assert!(text(&again).ends_with("hello"), "{}", text(&again));
 }
+
+#[tokio::test]
+async fn a_host_that_speaks_first_is_relayed_and_a_host_that_does_not_answer_is_listed() {
+    // An SMTP-like host: it greets before the client says anything.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let greeter = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        stream.write_all(b"220 hello\r\n").await.unwrap();
+        let mut line = [0u8; 6];
+        stream.read_exact(&mut line).await.unwrap();
+        stream.write_all(&line).await.unwrap();
+    });
+    // A port nobody listens on.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nobody = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (proxy, port) = start(policy(&[
+        &format!("127.0.0.1:{greeter}"),
+        &format!("127.0.0.1:{nobody}"),
+    ]))
+    .await;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(format!("CONNECT 127.0.0.1:{greeter} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    // The CONNECT answer, then the greeting, with nothing sent by the client.
+    while !answer.ends_with(b"220 hello\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("the host's greeting arrives before the client speaks")
+            .unwrap();
+        assert_eq!(read, 1, "closed early: {}", text(&answer));
+        answer.push(byte[0]);
+    }
+    stream.write_all(b"EHLO\r\n").await.unwrap();
+    let mut echo = [0u8; 6];
+    stream.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"EHLO\r\n");
+    let failed = exchange(
+        port,
+        &format!("CONNECT 127.0.0.1:{nobody} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        b"x",
+    )
+    .await;
+    assert!(
+        text(&failed).starts_with("HTTP/1.1 502"),
+        "{}",
+        text(&failed)
+    );
+    let report = proxy.ledger().report();
+    let unanswered = report
+        .iter()
+        .find(|a| a.port == nobody)
+        .unwrap_or_else(|| panic!("{report:?}"));
+    assert_eq!(unanswered.verdict, Verdict::Blocked);
+    assert!(
+        unanswered
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no connection"),
+        "{report:?}"
+    );
+}

@@ -3,7 +3,7 @@
 //! nothing else leads anywhere: no route, no DNS, no host port, no IPv6. Floods, the byte
 //! limit, sessions, warm containers and cleanup. The upstream here is a server of the test's
 //! own on this machine's loopback, allowed by its address and port literally (the one way a
-//! loopback address may be allowed); `tests/egress_hosts.rs` (`make test-egress`) reaches test
+//! loopback address may be allowed); `tests/egress_hosts.rs` (`make test-engines`) reaches test
 //! hosts by name in network namespaces of its own.
 
 mod common;

@@ -75,17 +75,33 @@ impl TestHost {
         let (here, there) = (format!("pxeg{k}h"), format!("pxeg{k}n"));
         let _ = ip(&["link", "del", &here]); // left by a crashed run
         must(
-            ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &ns]),
+            ip(&[
+                "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &ns,
+            ]),
             "make a veth pair",
         );
-        must(ip(&["addr", "add", &format!("10.251.{k}.1/30"), "dev", &here]), "address here");
+        must(
+            ip(&["addr", "add", &format!("10.251.{k}.1/30"), "dev", &here]),
+            "address here",
+        );
         must(ip(&["link", "set", &here, "up"]), "bring the link up");
         let addr = format!("10.251.{k}.2");
         must(
-            ip(&["-n", &ns, "addr", "add", &format!("{addr}/30"), "dev", &there]),
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/30"),
+                "dev",
+                &there,
+            ]),
             "address there",
         );
-        must(ip(&["-n", &ns, "link", "set", &there, "up"]), "bring the peer up");
+        must(
+            ip(&["-n", &ns, "link", "set", &there, "up"]),
+            "bring the peer up",
+        );
         must(ip(&["-n", &ns, "link", "set", "lo", "up"]), "bring lo up");
         let dir = std::env::temp_dir().join(format!("pyexec-eg{k}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -94,9 +110,14 @@ impl TestHost {
         std::fs::write(www.join("index.html"), "hello from the test host\n").unwrap();
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let made = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
             .args(["-subj", "/CN=allowed.test"])
-            .args(["-addext", "subjectAltName=DNS:allowed.test,DNS:other.test,DNS:private.test"])
+            .args([
+                "-addext",
+                "subjectAltName=DNS:allowed.test,DNS:other.test,DNS:private.test",
+            ])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
@@ -114,7 +135,9 @@ impl TestHost {
             server: None,
         };
         let mut server = Command::new("ip")
-            .args(["netns", "exec", &host.ns, "python3", "-c", SERVERS, &host.addr])
+            .args([
+                "netns", "exec", &host.ns, "python3", "-c", SERVERS, &host.addr,
+            ])
             .arg(&www)
             .arg(&cert)
             .arg(&key)
@@ -286,16 +309,29 @@ print("other", get("http://other.test/index.html"))
     assert!(out.contains(&format!("https ok {hello}")), "{out}");
     assert!(out.contains(&format!("by hand ok {hello}")), "{out}");
     assert!(out.contains("unlisted http 403"), "{out}");
-    assert!(out.contains("unlisted.test:80: not in the allowlist"), "{out}");
+    assert!(
+        out.contains("unlisted.test:80: not in the allowlist"),
+        "{out}"
+    );
     assert!(out.contains("--allow-host"), "{out}");
     assert!(out.contains("port failed") && out.contains("403"), "{out}");
     assert!(out.contains("other http 403"), "{out}");
-    assert!(out.contains("egress: allowed.test:80 allowed"), "the text's line: {out}");
+    assert!(
+        out.contains("egress: allowed.test:80 allowed"),
+        "the text's line: {out}"
+    );
     let http = entry(&result, "allowed.test", 80, "allowed");
     assert_eq!(http["connections"], 1);
     assert!(http["bytes_received"].as_u64().unwrap() > 25, "{http}");
-    assert_eq!(entry(&result, "allowed.test", 443, "allowed")["connections"], 2);
-    for (name, port) in [("unlisted.test", 80), ("allowed.test", 8443), ("other.test", 80)] {
+    assert_eq!(
+        entry(&result, "allowed.test", 443, "allowed")["connections"],
+        2
+    );
+    for (name, port) in [
+        ("unlisted.test", 80),
+        ("allowed.test", 8443),
+        ("other.test", 80),
+    ] {
         let refused = entry(&result, name, port, "blocked");
         assert_eq!(refused["reason"], "not in the allowlist", "{refused}");
     }
@@ -334,7 +370,10 @@ for name in ["loop.test", "private.test", "meta.test"]:
         .await;
     let result = call(&open, &code).await;
     let out = text(&result);
-    assert!(out.contains("private.test ok b'hello from the test host"), "{out}");
+    assert!(
+        out.contains("private.test ok b'hello from the test host"),
+        "{out}"
+    );
     assert!(out.contains("loop.test http 403"), "{out}");
     assert!(out.contains("meta.test http 403"), "{out}");
     open.cancel().await.unwrap();
@@ -360,7 +399,10 @@ print("honest", tunnel("allowed.test", 443, "allowed.test"))
     let result = call(&client, &code).await;
     let out = text(&result);
     assert!(out.contains("fronted failed"), "{out}");
-    assert!(out.contains("honest ok b'hello from the test host"), "{out}");
+    assert!(
+        out.contains("honest ok b'hello from the test host"),
+        "{out}"
+    );
     let refused = entry(&result, "allowed.test", 443, "blocked");
     let reason = refused["reason"].as_str().unwrap();
     assert!(reason.contains("asks for other.test"), "{reason}");
@@ -393,8 +435,14 @@ print("agrees", ask(b"allowed.test"))
 "#;
     let result = call(&client, code).await;
     let out = text(&result);
-    assert!(out.contains("disagrees (b'HTTP/1.1 403 Forbidden'"), "{out}");
-    assert!(out.contains("agrees (b'HTTP/1.0 200 OK'"), "the test host speaks HTTP/1.0: {out}");
+    assert!(
+        out.contains("disagrees (b'HTTP/1.1 403 Forbidden'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("agrees (b'HTTP/1.0 200 OK'"),
+        "the test host speaks HTTP/1.0: {out}"
+    );
     let refused = entry(&result, "allowed.test", 80, "blocked");
     assert_eq!(refused["reason"], "the Host header names another host");
     client.cancel().await.unwrap();

@@ -177,6 +177,54 @@ impl Ledger {
     }
 }
 
+/// Entries the egress line names; the rest are counted (all are in the structured answer).
+const EGRESS_LINE_ENTRIES: usize = 4;
+
+/// One short line on what a call tried through the egress proxy (the answer's text, `exec`'s
+/// stderr), or `None` when it tried nothing.
+pub fn summary(attempts: &[Attempt]) -> Option<String> {
+    if attempts.is_empty() {
+        return None;
+    }
+    let mut parts: Vec<String> = attempts
+        .iter()
+        .take(EGRESS_LINE_ENTRIES)
+        .map(|a| match (a.verdict, &a.reason) {
+            (Verdict::Blocked, reason) => format!(
+                "{}:{} blocked ({})",
+                a.host,
+                a.port,
+                reason.as_deref().unwrap_or("refused")
+            ),
+            (Verdict::Allowed, reason) => format!(
+                "{}:{} allowed ({} connection{}, {} sent, {} received{})",
+                a.host,
+                a.port,
+                a.connections,
+                if a.connections == 1 { "" } else { "s" },
+                bytes(a.bytes_sent),
+                bytes(a.bytes_received),
+                reason
+                    .as_deref()
+                    .map(|r| format!("; {r}"))
+                    .unwrap_or_default()
+            ),
+        })
+        .collect();
+    if attempts.len() > EGRESS_LINE_ENTRIES {
+        parts.push(format!("{} more", attempts.len() - EGRESS_LINE_ENTRIES));
+    }
+    Some(format!("egress: {}", parts.join("; ")))
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+    }
+}
+
 /// A connection's place under `max_connections`, given back when dropped.
 pub(super) struct Open(Arc<Ledger>);
 
@@ -278,5 +326,66 @@ impl AsyncWrite for Metered {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(host: &str, verdict: Verdict, reason: Option<&str>) -> Attempt {
+        Attempt {
+            host: host.to_string(),
+            port: 443,
+            verdict,
+            reason: reason.map(str::to_string),
+            connections: 2,
+            bytes_sent: 900,
+            bytes_received: 3 << 20,
+        }
+    }
+
+    #[test]
+    fn the_summary_is_one_line_naming_four_entries_and_counting_the_rest() {
+        assert_eq!(summary(&[]), None);
+        let mut attempts = vec![
+            attempt("api.github.com", Verdict::Allowed, None),
+            attempt(
+                "evil.example",
+                Verdict::Blocked,
+                Some("not in the allowlist"),
+            ),
+        ];
+        assert_eq!(
+            summary(&attempts).unwrap(),
+            "egress: api.github.com:443 allowed (2 connections, 900 B sent, 3.0 MiB received); \
+             evil.example:443 blocked (not in the allowlist)"
+        );
+        for n in 0..5 {
+            attempts.push(attempt(&format!("h{n}.example"), Verdict::Blocked, None));
+        }
+        let line = summary(&attempts).unwrap();
+        assert!(line.ends_with("; 3 more"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn a_taken_ledger_starts_again_and_late_bytes_of_an_old_entry_go_nowhere() {
+        let ledger = Ledger::default();
+        let host = Host::parse("a.example").unwrap();
+        let old = ledger.note(&host, 443, Verdict::Allowed, None);
+        ledger.count(old, 10, 20);
+        assert_eq!(ledger.take()[0].bytes_received, 20);
+        let new = ledger.note(&host, 80, Verdict::Allowed, None);
+        ledger.count(old, 5, 5);
+        ledger.count(new, 1, 1);
+        let report = ledger.report();
+        assert_eq!(report.len(), 1);
+        assert_eq!((report[0].port, report[0].bytes_sent), (80, 1));
+        assert_eq!(
+            ledger.left(100),
+            100 - 12,
+            "the budget counts every byte of the call"
+        );
     }
 }

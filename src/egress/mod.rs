@@ -19,7 +19,7 @@ mod sni;
 
 pub use address::{forbidden, private_network};
 pub use endpoint::{Endpoint, SOCKET};
-pub use ledger::{Attempt, CUT, Ledger, MAX_ENTRIES, Verdict};
+pub use ledger::{Attempt, CUT, Ledger, MAX_ENTRIES, Verdict, summary};
 pub use proxy::{IDLE, Policy, Proxy};
 pub use rules::{Allowlist, DEFAULT_PORTS, Host, PatternError, Rule};
 pub use sni::{Hello, HelloReader, MAX_HELLO};

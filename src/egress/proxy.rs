@@ -192,10 +192,18 @@ impl Proxy {
                 let entry = self.ledger.note(host, port, Verdict::Allowed, None);
                 Ok((stream, open, entry))
             }
-            _ => Err(answer(
-                StatusCode::BAD_GATEWAY,
-                &format!("egress: could not connect to {host}:{port}\n"),
-            )),
+            _ => {
+                let why = format!(
+                    "no connection: refused, unreachable or no answer in {} s",
+                    self.policy.connect_timeout.as_secs()
+                );
+                tracing::info!(%host, port, reason = %why, "egress failed");
+                self.ledger.note(host, port, Verdict::Blocked, Some(&why));
+                Err(answer(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("egress: could not connect to {host}:{port}: {why}\n"),
+                ))
+            }
         }
     }
 
@@ -259,17 +267,42 @@ impl Proxy {
     ) where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        let first = match tokio::time::timeout(FIRST_BYTES, first_bytes(&mut client)).await {
-            Ok(Ok(first)) => first,
+        // The client's first bytes are checked before any reach the host, unless the host
+        // speaks first (SMTP, SSH, databases): a server that greets is not a TLS server
+        // waiting for a ClientHello, so there is no name to front.
+        let mut seen = Vec::new();
+        let mut reader = HelloReader::default();
+        let decided = tokio::time::timeout(FIRST_BYTES, async {
+            tokio::select! {
+                hello = first_bytes(&mut client, &mut seen, &mut reader) => hello.map(Some),
+                ready = upstream.readable() => ready.map(|()| None),
+            }
+        })
+        .await;
+        let hello = match decided {
+            Ok(Ok(Some(hello))) => Some(hello),
+            Ok(Ok(None)) if seen.is_empty() => None,
+            // Both spoke at once: what the client began is checked to its end.
+            Ok(Ok(None)) => match tokio::time::timeout(
+                FIRST_BYTES,
+                first_bytes(&mut client, &mut seen, &mut reader),
+            )
+            .await
+            {
+                Ok(Ok(hello)) => Some(hello),
+                _ => return,
+            },
             _ => return,
         };
-        if let Err(why) = same_name(&first.1, &host) {
+        if let Some(hello) = hello
+            && let Err(why) = same_name(&hello, &host)
+        {
             self.refuse(&host, port, why);
             return;
         }
         let touched = Arc::new(AtomicU64::new(clock()));
         let mut upstream = self.metered(upstream, entry, touched.clone());
-        if upstream.write_all(&first.0).await.is_err() {
+        if upstream.write_all(&seen).await.is_err() {
             return;
         }
         tokio::select! {
@@ -367,9 +400,13 @@ fn host_header_agrees(request: &Request<Incoming>, host: &Host, port: u16) -> bo
 }
 
 /// Reads a tunnel's first bytes, until they are a whole ClientHello or clearly not TLS.
-async fn first_bytes<C: AsyncRead + Unpin>(client: &mut C) -> std::io::Result<(Vec<u8>, Hello)> {
-    let mut seen = Vec::new();
-    let mut reader = HelloReader::default();
+/// Reads a tunnel's first bytes into `seen`, until they are a whole ClientHello or clearly
+/// not TLS. Cancel-safe: what was read stays in `seen` and `reader`, so a later call goes on.
+async fn first_bytes<C: AsyncRead + Unpin>(
+    client: &mut C,
+    seen: &mut Vec<u8>,
+    reader: &mut HelloReader,
+) -> std::io::Result<Hello> {
     let mut buffer = [0u8; 4096];
     loop {
         let read = client.read(&mut buffer).await?;
@@ -379,11 +416,11 @@ async fn first_bytes<C: AsyncRead + Unpin>(client: &mut C) -> std::io::Result<(V
         seen.extend_from_slice(&buffer[..read]);
         if seen[0] != 0x16 {
             // Not a TLS handshake record: a plain protocol inside the tunnel.
-            return Ok((seen, Hello::Tls(None)));
+            return Ok(Hello::Tls(None));
         }
         match reader.feed(&buffer[..read]) {
             Hello::Incomplete => continue,
-            said => return Ok((seen, said)),
+            said => return Ok(said),
         }
     }
 }

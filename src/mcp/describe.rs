@@ -9,9 +9,12 @@ pub fn execute_description(config: &SandboxConfig) -> String {
     let network = if let Some(egress) = &config.egress {
         let hosts: Vec<&str> = egress.allow.patterns().collect();
         format!(
-            "Network: only these hosts, through an HTTP proxy the environment already names              (HTTP_PROXY/HTTPS_PROXY; urllib, requests, httpx and curl use it): {}; without              a port, 80 and 443. Nothing else is reachable and there is no DNS; a refused              request gets HTTP 403 saying why. At most {} MiB in and out per call.",
+            "Network: only these hosts, through an HTTP proxy the environment already names \
+             (HTTP_PROXY/HTTPS_PROXY; urllib, requests, httpx and curl use it): {}; without \
+             a port, 80 and 443. Nothing else is reachable and there is no DNS; a refused \
+             request gets HTTP 403 saying why. At most {} in and out per call.",
             hosts.join(", "),
-            egress.max_bytes >> 20,
+            size(egress.max_bytes),
         )
     } else if config.network == "none" {
         "There is no network access.".to_string()
@@ -93,6 +96,17 @@ pub fn create_session_description(config: &SandboxConfig) -> String {
     )
 }
 
+/// A size as a model reads it: "64 MiB", "1.5 GiB", "512 KiB".
+fn size(bytes: u64) -> String {
+    let (value, unit) = match bytes {
+        b if b >= 1 << 30 => (b as f64 / (1u64 << 30) as f64, "GiB"),
+        b if b >= 1 << 20 => (b as f64 / (1u64 << 20) as f64, "MiB"),
+        b => (b as f64 / 1024.0, "KiB"),
+    };
+    let text = format!("{value:.1}");
+    format!("{} {unit}", text.trim_end_matches(".0"))
+}
+
 /// A lifetime as a model reads it: "10 min", "1 h", "45 s".
 pub fn minutes(duration: std::time::Duration) -> String {
     let seconds = duration.as_secs();
@@ -100,5 +114,31 @@ pub fn minutes(duration: std::time::Duration) -> String {
         s if s % 3600 == 0 => format!("{} h", s / 3600),
         s if s % 60 == 0 => format!("{} min", s / 60),
         s => format!("{s} s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SandboxArgs;
+
+    #[test]
+    fn the_description_names_the_allowed_hosts_and_the_byte_limit() {
+        let mut args = SandboxArgs::default();
+        assert!(
+            execute_description(&args.resolve().unwrap()).contains("There is no network access.")
+        );
+        args.egress.allow_host = vec!["api.github.com, *.githubusercontent.com".to_string()];
+        args.egress.egress_max_bytes = 512 << 10;
+        let text = execute_description(&args.resolve().unwrap());
+        assert!(
+            text.contains(": api.github.com, *.githubusercontent.com; without a port, 80 and 443."),
+            "{text}"
+        );
+        assert!(
+            text.contains("At most 512 KiB in and out per call."),
+            "{text}"
+        );
+        assert!(!text.contains("  "), "no broken line continuation: {text}");
     }
 }

@@ -2,7 +2,7 @@
 //! typed status (a session's fate and notes added), install reports, package lists, the
 //! session just opened, and the fixed answers of refusals.
 
-use crate::egress::{Attempt, Verdict};
+use crate::egress::summary;
 use rmcp::model::{CallToolResult, ContentBlock};
 
 use super::args::{ExecutionStatus, InstalledPackage, PackageList};
@@ -229,7 +229,7 @@ pub fn render(result: ExecutionResult, max_answer: usize) -> CallToolResult {
     if !stderr.is_empty() {
         content.push(ContentBlock::text(format!("stderr:\n{stderr}")));
     }
-    if let Some(line) = result.egress.as_deref().and_then(egress_line) {
+    if let Some(line) = result.egress.as_deref().and_then(summary) {
         content.push(ContentBlock::text(line));
     }
     if failed {
@@ -251,54 +251,6 @@ pub fn render(result: ExecutionResult, max_answer: usize) -> CallToolResult {
     };
     answer.structured_content = serde_json::to_value(status).ok();
     answer
-}
-
-/// Entries the egress line names; the rest are counted (all are in the structured answer).
-const EGRESS_LINE_ENTRIES: usize = 4;
-
-/// One short line on what the program tried through the egress proxy, or `None` when it
-/// tried nothing.
-fn egress_line(attempts: &[Attempt]) -> Option<String> {
-    if attempts.is_empty() {
-        return None;
-    }
-    let mut parts: Vec<String> = attempts
-        .iter()
-        .take(EGRESS_LINE_ENTRIES)
-        .map(|a| match (a.verdict, &a.reason) {
-            (Verdict::Blocked, reason) => format!(
-                "{}:{} blocked ({})",
-                a.host,
-                a.port,
-                reason.as_deref().unwrap_or("refused")
-            ),
-            (Verdict::Allowed, reason) => format!(
-                "{}:{} allowed ({} connection{}, {} sent, {} received{})",
-                a.host,
-                a.port,
-                a.connections,
-                if a.connections == 1 { "" } else { "s" },
-                bytes(a.bytes_sent),
-                bytes(a.bytes_received),
-                reason
-                    .as_deref()
-                    .map(|r| format!("; {r}"))
-                    .unwrap_or_default()
-            ),
-        })
-        .collect();
-    if attempts.len() > EGRESS_LINE_ENTRIES {
-        parts.push(format!("{} more", attempts.len() - EGRESS_LINE_ENTRIES));
-    }
-    Some(format!("egress: {}", parts.join("; ")))
-}
-
-fn bytes(n: u64) -> String {
-    match n {
-        0..1024 => format!("{n} B"),
-        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
-        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
-    }
 }
 
 fn status_line(result: &ExecutionResult) -> String {

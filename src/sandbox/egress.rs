@@ -29,6 +29,9 @@ pub struct Exits {
     /// The engine's runtime, checked once, on the first container with an allowlist.
     runtime_checked: OnceCell<()>,
     runtime: Option<String>,
+    /// Set once the base folder is checked and its `resolv.conf` written (by this process:
+    /// the first use also removes stale folders).
+    prepared: std::sync::OnceLock<()>,
 }
 
 impl Exits {
@@ -42,6 +45,7 @@ impl Exits {
                 .join("egress"),
             runtime_checked: OnceCell::new(),
             runtime,
+            prepared: std::sync::OnceLock::new(),
         }
     }
 
@@ -72,8 +76,7 @@ impl Exits {
     /// removed) and the path of its `resolv.conf`.
     fn prepare(&self) -> std::io::Result<PathBuf> {
         let resolv_conf = self.base.join("resolv.conf");
-        if std::fs::symlink_metadata(&resolv_conf).is_ok() {
-            crate::private_dir::check(&self.base)?;
+        if self.prepared.get().is_some() {
             return Ok(resolv_conf);
         }
         if let Some(parent) = self.base.parent() {
@@ -88,22 +91,25 @@ impl Exits {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o644))?;
         std::fs::rename(&staged, &resolv_conf)?;
+        let _ = self.prepared.set(());
         Ok(resolv_conf)
     }
 
     /// gVisor passes a host socket into its sandbox only when told to (`--host-uds=open`);
-    /// without it every connection of the program would fail. Refused with the fix instead.
+    /// without it every connection of the program would fail. Refused with the fix instead,
+    /// whether gVisor is asked for (`--runtime`) or the daemon's default.
     async fn check_runtime(&self, docker: &Docker) -> Result<(), SandboxError> {
-        let Some(name) = &self.runtime else {
-            return Ok(());
-        };
         let Ok(info) = docker.info().await else {
             return Ok(());
         };
-        let Some(runtime) = info.runtimes.and_then(|r| r.get(name).cloned()) else {
+        // The runtime asked for, else the daemon's default (which may be gVisor too).
+        let Some(name) = self.runtime.clone().or(info.default_runtime) else {
             return Ok(());
         };
-        match refusal(name, &runtime) {
+        let Some(runtime) = info.runtimes.and_then(|r| r.get(&name).cloned()) else {
+            return Ok(());
+        };
+        match refusal(&name, &runtime) {
             Some(reason) => Err(SandboxError::Egress { reason }),
             None => Ok(()),
         }
@@ -113,7 +119,10 @@ impl Exits {
 /// Why the runtime `name` cannot carry egress: gVisor without `--host-uds=open` (or `all`)
 /// refuses every connect to a host socket.
 fn refusal(name: &str, runtime: &bollard::models::Runtime) -> Option<String> {
-    let is_gvisor = runtime.path.as_deref().is_some_and(|p| p.ends_with("runsc"));
+    let is_gvisor = runtime
+        .path
+        .as_deref()
+        .is_some_and(|p| p.ends_with("runsc"));
     let args = runtime.runtime_args.as_deref().unwrap_or_default();
     let passes_sockets = args
         .iter()
@@ -167,7 +176,10 @@ mod tests {
     fn gvisor_carries_egress_only_when_it_passes_host_sockets() {
         let refused = refusal("runsc", &runtime("/usr/bin/runsc", &["--network=none"])).unwrap();
         assert!(refused.contains("--host-uds=open"), "{refused}");
-        assert!(refused.contains("--runtime runsc-egress"), "the fix is named: {refused}");
+        assert!(
+            refused.contains("--runtime runsc-egress"),
+            "the fix is named: {refused}"
+        );
         let open = runtime("/usr/bin/runsc", &["--network=none", "--host-uds=open"]);
         assert_eq!(refusal("runsc-egress", &open), None);
         assert_eq!(refusal("runc", &runtime("runc", &[])), None);

@@ -403,6 +403,42 @@ mod tests {
     }
 
     #[test]
+    fn egress_adds_two_read_only_binds_and_the_proxy_variables_and_keeps_no_network() {
+        let mut with = spec();
+        let without = spec();
+        add_egress(
+            &mut with,
+            Path::new("/tmp/x/egress/i7"),
+            Path::new("/tmp/x/egress/resolv.conf"),
+        );
+        let host = with.host_config.as_ref().unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        let mounts = host.mounts.as_ref().unwrap();
+        let targets: Vec<_> = mounts
+            .iter()
+            .map(|m| m.target.as_deref().unwrap())
+            .collect();
+        assert_eq!(targets, [EGRESS_DIR, "/etc/resolv.conf"]);
+        assert!(mounts.iter().all(|m| m.read_only == Some(true)));
+        let added: Vec<_> = with
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|v| !without.env.as_ref().unwrap().contains(v))
+            .cloned()
+            .collect();
+        assert!(added.contains(&"HTTPS_PROXY=http://127.0.0.1:3128".to_string()));
+        assert!(added.contains(&"https_proxy=http://127.0.0.1:3128".to_string()));
+        assert!(added.contains(&"NO_PROXY=localhost,127.0.0.1,::1".to_string()));
+        assert_eq!(added.len(), 8, "{added:?}");
+        // Everything else is the same hardened container.
+        let mut host = host.clone();
+        host.mounts = None;
+        assert_eq!(Some(host), without.host_config);
+    }
+
+    #[test]
     fn a_session_is_an_execution_container_with_a_lifetime() {
         let config = SandboxArgs::default().resolve().unwrap();
         let now = UNIX_EPOCH + Duration::from_secs(1000);
