@@ -207,14 +207,10 @@ impl Executor {
             live.finish().await;
         }
         self.count(outcome_of(&outcome), started.elapsed(), &call.client);
-        if let Ok((
-            ExecutionResult {
-                egress: Some(e), ..
-            },
-            _,
-        )) = &outcome
-        {
-            self.sandbox.metrics().egress(e);
+        if let Ok((result, _)) = &outcome {
+            self.sandbox
+                .metrics()
+                .egress(result.egress.as_deref().unwrap_or_default());
         }
         let (result, session) = outcome.map_err(CallError::Failed)?;
         let session = session.map(|(ended, image)| InSession {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{Facts, Finding, Verdict, finding};
+use super::finding::{Finding, Verdict, finding};
 use crate::sandbox::{ExecutionRequest, Sandbox};
 use crate::settings::SandboxConfig;
 
@@ -56,11 +56,10 @@ pub async fn probe(config: &SandboxConfig) -> Probe {
     }
 }
 
-/// The egress finding, when an allowlist is set.
-pub fn assess(facts: &Facts) -> Option<Finding> {
-    let probe = facts.egress.as_ref()?;
-    let hosts = facts.allowed_hosts.join(", ");
-    Some(match probe {
+/// The egress finding of a probe, with the allowlist it ran under.
+pub fn assess(probe: &Probe, allowed: &[String]) -> Finding {
+    let hosts = allowed.join(", ");
+    match probe {
         Probe::Answered => finding(
             Verdict::Ok,
             "egress",
@@ -81,5 +80,5 @@ pub fn assess(facts: &Facts) -> Option<Finding> {
                 next: Some(next),
             }
         }
-    })
+    }
 }

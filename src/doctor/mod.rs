@@ -8,6 +8,11 @@
 //! The egress check is the one that runs a container (`egress.rs`).
 
 mod egress;
+mod finding;
+
+pub use egress::Probe;
+use finding::finding;
+pub use finding::{Finding, Verdict};
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,23 +24,6 @@ use crate::engine::docker_host;
 use crate::labels::{BASE_LAYOUT, LABEL_DEPTH, LABEL_ENV, LABEL_LAYOUT, LABEL_RECIPE};
 use crate::sandbox::{deadline, labelled_containers};
 use crate::settings::{EnvironmentConfig, SandboxConfig};
-
-/// How a finding reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Ok,
-    Warn,
-    Fail,
-}
-
-/// One line of the report, and the next step when it is not fine.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finding {
-    pub verdict: Verdict,
-    pub check: &'static str,
-    pub detail: String,
-    pub next: Option<String>,
-}
 
 /// What `gather` learned; `None` where Docker could not say.
 #[derive(Debug, Clone, Default)]
@@ -169,18 +157,14 @@ pub fn assess(facts: &Facts) -> Vec<Finding> {
     found.extend(host_security(facts));
     found.push(image(facts));
     found.push(environment(facts));
-    found.extend(egress::assess(facts));
+    found.extend(
+        facts
+            .egress
+            .as_ref()
+            .map(|probe| egress::assess(probe, &facts.allowed_hosts)),
+    );
     found.push(leftovers(facts));
     found
-}
-
-fn finding(verdict: Verdict, check: &'static str, detail: String, next: Option<&str>) -> Finding {
-    Finding {
-        verdict,
-        check,
-        detail,
-        next: next.map(String::from),
-    }
 }
 
 fn unknown() -> String {

@@ -8,7 +8,9 @@
 //! - `address`: the addresses a name may not lead to (the host, private networks, metadata);
 //! - `ledger`: what a call tried, its byte budget and connection cap;
 //! - `proxy`: CONNECT tunnels and plain-HTTP forwarding, decided and counted per call;
-//! - `sni`: the name a tunnel's TLS ClientHello asks for, read without joining the handshake.
+//! - `sni`: the name a tunnel's TLS ClientHello asks for, read without joining the handshake;
+//! - `tunnel`: a tunnel's opening (the ClientHello checked, or a host that speaks first) and
+//!   the idle timeout.
 
 mod address;
 mod endpoint;
@@ -16,10 +18,12 @@ mod ledger;
 mod proxy;
 mod rules;
 mod sni;
+mod tunnel;
 
 pub use address::{forbidden, private_network};
 pub use endpoint::{Endpoint, SOCKET};
 pub use ledger::{Attempt, CUT, Ledger, MAX_ENTRIES, Verdict, summary};
-pub use proxy::{IDLE, Policy, Proxy};
+pub use proxy::{Policy, Proxy};
 pub use rules::{Allowlist, DEFAULT_PORTS, Host, PatternError, Rule};
 pub use sni::{Hello, HelloReader, MAX_HELLO};
+pub use tunnel::IDLE;

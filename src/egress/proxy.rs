@@ -7,7 +7,7 @@
 //!
 //! One proxy serves one container (`endpoint.rs` gives it its socket); everything it runs
 //! ends when [`Proxy::stop`] is called, and a tunnel with no byte either way for
-//! [`IDLE`] is closed.
+//! [`super::tunnel::IDLE`] is closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::sync::atomic::AtomicU64;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,12 +28,7 @@ use tokio_util::task::TaskTracker;
 use super::address::{forbidden, private_network};
 use super::ledger::{Entry, Ledger, Metered, Open, Verdict, clock};
 use super::rules::{Allowlist, Host};
-use super::sni::{Hello, HelloReader};
-
-/// How long a tunnel waits for the client's first bytes (its ClientHello).
-const FIRST_BYTES: Duration = Duration::from_secs(10);
-/// A tunnel or forwarded connection with no byte either way for this long is closed.
-pub const IDLE: Duration = Duration::from_secs(120);
+use super::tunnel::{idle, opening};
 
 /// What the proxy lets one call do.
 #[derive(Debug, Clone)]
@@ -267,39 +262,14 @@ impl Proxy {
     ) where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        // The client's first bytes are checked before any reach the host, unless the host
-        // speaks first (SMTP, SSH, databases): a server that greets is not a TLS server
-        // waiting for a ClientHello, so there is no name to front.
-        let mut seen = Vec::new();
-        let mut reader = HelloReader::default();
-        let decided = tokio::time::timeout(FIRST_BYTES, async {
-            tokio::select! {
-                hello = first_bytes(&mut client, &mut seen, &mut reader) => hello.map(Some),
-                ready = upstream.readable() => ready.map(|()| None),
+        let seen = match opening(&mut client, &upstream, &host).await {
+            Ok(seen) => seen,
+            Err(Some(why)) => {
+                self.refuse(&host, port, why);
+                return;
             }
-        })
-        .await;
-        let hello = match decided {
-            Ok(Ok(Some(hello))) => Some(hello),
-            Ok(Ok(None)) if seen.is_empty() => None,
-            // Both spoke at once: what the client began is checked to its end.
-            Ok(Ok(None)) => match tokio::time::timeout(
-                FIRST_BYTES,
-                first_bytes(&mut client, &mut seen, &mut reader),
-            )
-            .await
-            {
-                Ok(Ok(hello)) => Some(hello),
-                _ => return,
-            },
-            _ => return,
+            Err(None) => return,
         };
-        if let Some(hello) = hello
-            && let Err(why) = same_name(&hello, &host)
-        {
-            self.refuse(&host, port, why);
-            return;
-        }
         let touched = Arc::new(AtomicU64::new(clock()));
         let mut upstream = self.metered(upstream, entry, touched.clone());
         if upstream.write_all(&seen).await.is_err() {
@@ -400,55 +370,6 @@ fn host_header_agrees(request: &Request<Incoming>, host: &Host, port: u16) -> bo
 }
 
 /// Reads a tunnel's first bytes, until they are a whole ClientHello or clearly not TLS.
-/// Reads a tunnel's first bytes into `seen`, until they are a whole ClientHello or clearly
-/// not TLS. Cancel-safe: what was read stays in `seen` and `reader`, so a later call goes on.
-async fn first_bytes<C: AsyncRead + Unpin>(
-    client: &mut C,
-    seen: &mut Vec<u8>,
-    reader: &mut HelloReader,
-) -> std::io::Result<Hello> {
-    let mut buffer = [0u8; 4096];
-    loop {
-        let read = client.read(&mut buffer).await?;
-        if read == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        seen.extend_from_slice(&buffer[..read]);
-        if seen[0] != 0x16 {
-            // Not a TLS handshake record: a plain protocol inside the tunnel.
-            return Ok(Hello::Tls(None));
-        }
-        match reader.feed(&buffer[..read]) {
-            Hello::Incomplete => continue,
-            said => return Ok(said),
-        }
-    }
-}
-
-/// A ClientHello's name must be the host the tunnel was opened to.
-fn same_name(hello: &Hello, host: &Host) -> Result<(), String> {
-    match hello {
-        Hello::Tls(None) => Ok(()),
-        Hello::Tls(Some(name)) if Host::parse(name).ok().as_ref() == Some(host) => Ok(()),
-        Hello::Tls(Some(name)) => Err(format!("the TLS ClientHello asks for {name}, not {host}")),
-        Hello::Refused(why) => Err(format!(
-            "the tunnel did not start with a readable ClientHello ({why})"
-        )),
-        Hello::Incomplete => Err("the ClientHello did not arrive".to_string()),
-    }
-}
-
-/// Returns once nothing has moved on a connection (its `touched` stamp) for [`IDLE`].
-async fn idle(touched: &AtomicU64) {
-    loop {
-        tokio::time::sleep(IDLE / 4).await;
-        let since = clock().saturating_sub(touched.load(std::sync::atomic::Ordering::Relaxed));
-        if since >= IDLE.as_secs() {
-            return;
-        }
-    }
-}
-
 async fn connect(addresses: &[SocketAddr]) -> std::io::Result<TcpStream> {
     let mut last = std::io::Error::other("no address");
     for address in addresses {

@@ -6,21 +6,7 @@ use crate::settings::SandboxConfig;
 /// The tool description: what is available and the limits in force.
 pub fn execute_description(config: &SandboxConfig) -> String {
     let limits = &config.limits;
-    let network = if let Some(egress) = &config.egress {
-        let hosts: Vec<&str> = egress.allow.patterns().collect();
-        format!(
-            "Network: only these hosts, through an HTTP proxy the environment already names \
-             (HTTP_PROXY/HTTPS_PROXY; urllib, requests, httpx and curl use it): {}; without \
-             a port, 80 and 443. Nothing else is reachable and there is no DNS; a refused \
-             request gets HTTP 403 saying why. At most {} in and out per call.",
-            hosts.join(", "),
-            size(egress.max_bytes),
-        )
-    } else if config.network == "none" {
-        "There is no network access.".to_string()
-    } else {
-        format!("Network: Docker network `{}`.", config.network)
-    };
+    let network = network(config);
     let outputs = &config.outputs;
     let returned = if outputs.max_files_bytes > 0 {
         format!(
@@ -70,6 +56,25 @@ pub fn execute_description(config: &SandboxConfig) -> String {
         pids = limits.pids,
         answer = outputs.max_answer_bytes >> 10,
     )
+}
+
+/// What the program can reach: nothing, the allowlist through the proxy, or a Docker network.
+fn network(config: &SandboxConfig) -> String {
+    if let Some(egress) = &config.egress {
+        let hosts: Vec<&str> = egress.allow.patterns().collect();
+        format!(
+            "Network: only these hosts, through an HTTP proxy the environment already names \
+             (HTTP_PROXY/HTTPS_PROXY; urllib, requests, httpx and curl use it): {}; without \
+             a port, 80 and 443. Nothing else is reachable and there is no DNS; a refused \
+             request gets HTTP 403 saying why. At most {} in and out per call.",
+            hosts.join(", "),
+            size(egress.max_bytes),
+        )
+    } else if config.network == "none" {
+        "There is no network access.".to_string()
+    } else {
+        format!("Network: Docker network `{}`.", config.network)
+    }
 }
 
 /// `create_session`'s description: when to use a session, and its limits.
