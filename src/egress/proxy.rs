@@ -57,6 +57,10 @@ pub struct Proxy {
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// Each direction's buffer in a tunnel: large enough that a bulk download is not bound by
+/// the number of reads.
+const BUFFER: usize = 256 << 10;
+
 impl Proxy {
     pub fn new(policy: Arc<Policy>) -> Self {
         Self {
@@ -276,7 +280,7 @@ impl Proxy {
             return;
         }
         tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+            _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER) => {}
             _ = idle(&touched) => {}
         }
     }

@@ -868,7 +868,7 @@ def _fork(child, stdin, child_fds, parent_fds):
 _EGRESS_SOCKET = "/run/pyexec-egress/proxy.sock"
 _EGRESS_PORT = 3128
 _EGRESS_PAIRS = 128
-_EGRESS_CHUNK = 16384
+_EGRESS_CHUNK = 262144
 
 
 def _egress_relay():
