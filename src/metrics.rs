@@ -307,6 +307,19 @@ mod tests {
         metrics.reaped(2);
         metrics.http_refused(Refused::PeerLimit);
         metrics.http_open(5);
+        let attempt = |verdict, connections, sent, received| crate::egress::Attempt {
+            host: "api.github.com".into(),
+            port: 443,
+            verdict,
+            reason: None,
+            connections,
+            bytes_sent: sent,
+            bytes_received: received,
+        };
+        metrics.egress(&[
+            attempt(crate::egress::Verdict::Allowed, 3, 100, 5000),
+            attempt(crate::egress::Verdict::Blocked, 2, 0, 0),
+        ]);
         let text = metrics.render(&Gauges {
             queue_depth: 1,
             queue_bytes: 4096,
@@ -328,6 +341,9 @@ mod tests {
         assert!(text.contains("pyexec_reaped_containers_total 2\n"));
         assert!(text.contains("pyexec_queue_bytes 4096\n"));
         assert!(text.contains("pyexec_http_connections_refused_total{cap=\"peer\"} 1\n"));
+        assert!(text.contains("pyexec_egress_connections_total{verdict=\"allowed\"} 3\n"));
+        assert!(text.contains("pyexec_egress_connections_total{verdict=\"blocked\"} 2\n"));
+        assert!(text.contains("pyexec_egress_bytes_total{direction=\"received\"} 5000\n"));
         assert!(text.contains("pyexec_http_connections_refused_total{cap=\"open\"} 0\n"));
         assert!(text.contains("pyexec_http_connections_open 5\n"));
     }
