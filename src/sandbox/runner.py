@@ -982,7 +982,7 @@ def _egress_loop(listener, _socket):
             except BlockingIOError:
                 return
             if data:
-                pending[peer[fd]] = data
+                pending[peer[fd]] = memoryview(data)  # a partial send slices without a copy
             else:
                 ended.add(fd)
         elif events & (select.POLLHUP | select.POLLERR):
