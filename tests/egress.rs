@@ -363,3 +363,26 @@ async fn a_host_that_speaks_first_is_relayed_and_a_host_that_does_not_answer_is_
         "{report:?}"
     );
 }
+
+#[tokio::test]
+async fn a_broad_address_rule_opens_no_loopback_service() {
+    let target = upstream(Arc::new(b"secret".to_vec())).await;
+    let (proxy, port) = start(policy(&[&format!("0.0.0.0/0:{target}")])).await;
+    let answer = exchange(
+        port,
+        &format!("CONNECT 127.0.0.1:{target} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(
+        text(&answer).starts_with("HTTP/1.1 403"),
+        "{}",
+        text(&answer)
+    );
+    assert!(!text(&answer).contains("secret"));
+    let report = proxy.ledger().report();
+    assert!(
+        report[0].reason.as_deref().unwrap().contains("loopback"),
+        "{report:?}"
+    );
+}

@@ -409,12 +409,33 @@ async fn a_warm_container_has_its_way_out_and_each_socket_folder_goes_with_its_c
     assert_eq!(socket_folders(&sandbox), Vec::<String>::new());
 }
 
-/// The socket folders of `sandbox`'s containers still on disk.
-fn socket_folders(sandbox: &Sandbox) -> Vec<String> {
+#[tokio::test]
+async fn a_socket_folder_left_by_a_killed_server_is_removed_by_the_next() {
+    // A killed server's folder: its socket file stays, and nobody listens on it.
+    let base = egress_base();
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&base)
+        .unwrap();
+    let dead = base.join(format!("deadbeef{}-0", std::process::id()));
+    std::fs::create_dir_all(&dead).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(dead.join("proxy.sock")).unwrap());
+    let up = upstream("127.0.0.1:0", 5).await;
+    let sandbox = allowing(up.port, &[]);
+    let result = run(&sandbox, &fetch(up.port)).await;
+    assert!(result.stdout.as_str().contains("status 200"), "{result:?}");
+    assert!(!dead.exists(), "the dead server's folder is still there");
+    assert_no_containers(&sandbox).await;
+}
+
+fn egress_base() -> std::path::PathBuf {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    let base = std::env::temp_dir().join(format!("mcp-python-executor-{uid}/egress"));
-    std::fs::read_dir(base)
+    std::env::temp_dir().join(format!("mcp-python-executor-{uid}/egress"))
+}
+
+/// The socket folders of `sandbox`'s containers still on disk.
+fn socket_folders(sandbox: &Sandbox) -> Vec<String> {
+    std::fs::read_dir(egress_base())
         .map(|entries| {
             entries
                 .flatten()

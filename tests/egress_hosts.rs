@@ -159,12 +159,13 @@ impl TestHost {
     /// The /etc/hosts the server under test sees.
     fn hosts_file(&self) -> PathBuf {
         let path = self.dir.join("hosts");
+        let own = self.addr.rsplit_once('.').unwrap().0;
         std::fs::write(
             &path,
             format!(
                 "127.0.0.1 localhost\n{addr} allowed.test other.test private.test\n\
-                 127.0.0.1 loop.test\n169.254.169.254 meta.test\n",
-                addr = self.addr
+                 127.0.0.1 loop.test\n169.254.169.254 meta.test\n{own}.1 own.test\n",
+                addr = self.addr,
             ),
         )
         .unwrap();
@@ -343,12 +344,15 @@ async fn names_leading_to_this_machine_a_private_network_or_the_metadata_endpoin
     let host = TestHost::start();
     let code = format!(
         r#"{prelude}
-for name in ["loop.test", "private.test", "meta.test"]:
+for name in ["loop.test", "private.test", "meta.test", "own.test"]:
     print(name, get("http://%s/index.html" % name))
 "#,
         prelude = prelude(&host)
     );
-    let listed = ("PYEXEC_ALLOW_HOSTS", "loop.test, private.test, meta.test");
+    let listed = (
+        "PYEXEC_ALLOW_HOSTS",
+        "loop.test, private.test, meta.test, own.test",
+    );
     let strict = host.server(&[listed]).await;
     let result = call(&strict, &code).await;
     let out = text(&result);
@@ -376,6 +380,16 @@ for name in ["loop.test", "private.test", "meta.test"]:
     );
     assert!(out.contains("loop.test http 403"), "{out}");
     assert!(out.contains("meta.test http 403"), "{out}");
+    // The host's own end of the veth is private, and the machine's: refused all the same.
+    assert!(out.contains("own.test http 403"), "{out}");
+    let own = entry(&result, "own.test", 80, "blocked");
+    assert!(
+        own["reason"]
+            .as_str()
+            .unwrap()
+            .contains("an address of this machine"),
+        "{own}"
+    );
     open.cancel().await.unwrap();
 }
 

@@ -35,6 +35,52 @@ pub fn private_network(ip: IpAddr) -> bool {
     }
 }
 
+/// Whether `ip` (or the IPv4 address it dresses) is an address of one of this machine's
+/// interfaces, as the kernel lists them now.
+pub fn this_machine(ip: IpAddr) -> bool {
+    let wanted = match ip {
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a list this function frees below, once.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return false;
+    }
+    let mut found = false;
+    let mut cursor = list;
+    while !cursor.is_null() && !found {
+        // SAFETY: `cursor` is a node of the list getifaddrs made, not yet freed.
+        let entry = unsafe { &*cursor };
+        found = address_of(entry.ifa_addr) == Some(wanted);
+        cursor = entry.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
+/// The IP address in a `sockaddr` of getifaddrs, when it is one.
+fn address_of(addr: *const libc::sockaddr) -> Option<IpAddr> {
+    if addr.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null ifa_addr points at a sockaddr whose family says its real type.
+    unsafe {
+        match i32::from((*addr).sa_family) {
+            libc::AF_INET => {
+                let v4 = &*(addr as *const libc::sockaddr_in);
+                Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))))
+            }
+            libc::AF_INET6 => {
+                let v6 = &*(addr as *const libc::sockaddr_in6);
+                Some(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)))
+            }
+            _ => None,
+        }
+    }
+}
+
 fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
     let [a, b, ..] = ip.octets();
     if ip.is_unspecified() || a == 0 {
@@ -205,5 +251,13 @@ mod tests {
         ] {
             assert!(!private_network(address.parse().unwrap()), "{address}");
         }
+    }
+
+    #[test]
+    fn this_machines_own_addresses_are_known_and_others_are_not() {
+        assert!(this_machine("127.0.0.1".parse().unwrap()));
+        assert!(this_machine("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!this_machine("192.0.2.77".parse().unwrap()));
+        assert!(!this_machine("2001:db8::77".parse().unwrap()));
     }
 }

@@ -8,19 +8,23 @@
 //! - `address`: the addresses a name may not lead to (the host, private networks, metadata);
 //! - `ledger`: what a call tried, its byte budget and connection cap;
 //! - `proxy`: CONNECT tunnels and plain-HTTP forwarding, decided and counted per call;
+//! - `resolve`: name lookups, bounded per call and in the server;
+//! - `headers`: a plain request's `Host` checked, hop-by-hop headers kept from the host;
 //! - `sni`: the name a tunnel's TLS ClientHello asks for, read without joining the handshake;
 //! - `tunnel`: a tunnel's opening (the ClientHello checked, or a host that speaks first) and
 //!   the idle timeout.
 
 mod address;
 mod endpoint;
+mod headers;
 mod ledger;
 mod proxy;
+mod resolve;
 mod rules;
 mod sni;
 mod tunnel;
 
-pub use address::{forbidden, private_network};
+pub use address::{forbidden, private_network, this_machine};
 pub use endpoint::{Endpoint, SOCKET};
 pub use ledger::{Attempt, CUT, Ledger, MAX_ENTRIES, Verdict, summary};
 pub use proxy::{Policy, Proxy};

@@ -25,8 +25,10 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::address::{forbidden, private_network};
+use super::address::{forbidden, private_network, this_machine};
+use super::headers::prepare;
 use super::ledger::{Entry, Ledger, Metered, Open, Verdict, clock};
+use super::resolve::{places, resolve};
 use super::rules::{Allowlist, Host};
 use super::tunnel::{idle, opening};
 
@@ -53,6 +55,8 @@ pub struct Proxy {
     tasks: TaskTracker,
     /// Cancelled by [`Proxy::stop`]: every connection and tunnel of this proxy ends.
     stop: CancellationToken,
+    /// This proxy's name lookups running at once (`resolve.rs`).
+    lookups: Arc<tokio::sync::Semaphore>,
 }
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -68,6 +72,7 @@ impl Proxy {
             ledger: Arc::default(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            lookups: places(),
         }
     }
 
@@ -214,20 +219,9 @@ impl Proxy {
         let addresses: Vec<SocketAddr> = match host {
             Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
             Host::Name(name) => {
-                let resolved = tokio::time::timeout(
-                    self.policy.connect_timeout,
-                    tokio::net::lookup_host((name.as_str(), port)),
-                )
-                .await;
-                match resolved {
-                    Ok(Ok(found)) => found.collect(),
-                    _ => return Err(format!("{host} does not resolve")),
-                }
+                resolve(name, port, &self.lookups, self.policy.connect_timeout).await?
             }
         };
-        if addresses.is_empty() {
-            return Err(format!("{host} does not resolve"));
-        }
         for address in &addresses {
             let ip = address.ip();
             if let Some(why) = forbidden(ip)
@@ -235,6 +229,13 @@ impl Proxy {
                 && !self.policy.allow.names_address(ip)
             {
                 return Err(format!("{host} resolves to {ip}, {why}"));
+            }
+            // The host's own addresses (docker0, its LAN address, a public one) lead to its
+            // services, whatever kind of address they are.
+            if this_machine(ip) && !self.policy.allow.names_address(ip) {
+                return Err(format!(
+                    "{host} resolves to {ip}, an address of this machine"
+                ));
             }
         }
         Ok(addresses)
@@ -315,12 +316,8 @@ impl Proxy {
         else {
             return answer(StatusCode::BAD_REQUEST, "egress: the URL names no host\n");
         };
-        if !host_header_agrees(&request, &host, port) {
-            return self.refuse(
-                &host,
-                port,
-                "the Host header names another host".to_string(),
-            );
+        if let Err(why) = prepare(&mut request, &host, port) {
+            return self.refuse(&host, port, why);
         }
         let (upstream, open, entry) = match self.open(&host, port).await {
             Ok(opened) => opened,
@@ -358,22 +355,7 @@ impl Proxy {
     }
 }
 
-/// Whether a plain-HTTP request's `Host` header, when it has one, names the host and port
-/// of its URL.
-fn host_header_agrees(request: &Request<Incoming>, host: &Host, port: u16) -> bool {
-    let Some(header) = request.headers().get(hyper::header::HOST) else {
-        return true;
-    };
-    header
-        .to_str()
-        .ok()
-        .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
-        .is_some_and(|a| {
-            Host::parse(a.host()).ok().as_ref() == Some(host) && a.port_u16().unwrap_or(80) == port
-        })
-}
-
-/// Reads a tunnel's first bytes, until they are a whole ClientHello or clearly not TLS.
+/// Connects to the first of `addresses` that answers.
 async fn connect(addresses: &[SocketAddr]) -> std::io::Result<TcpStream> {
     let mut last = std::io::Error::other("no address");
     for address in addresses {

@@ -12,6 +12,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::address::forbidden;
+
 /// The ports a pattern without one allows: plain HTTP and HTTPS.
 pub const DEFAULT_PORTS: [u16; 2] = [80, 443];
 
@@ -247,12 +249,19 @@ impl Allowlist {
         self.rules.iter().find(|rule| rule.allows(host, port))
     }
 
-    /// Whether the list names `ip` itself (an IP literal or a CIDR holding it): then it may
-    /// be reached even when it is a private address, since the operator named it.
+    /// Whether the list names `ip` itself (an IP literal, or a CIDR holding it that lies
+    /// wholly in the same kind of address): then it may be reached even when it is loopback,
+    /// private or link-local, since the operator named it. A broad network does not name what
+    /// it only happens to hold: `0.0.0.0/0:443` opens no loopback service and no metadata
+    /// endpoint.
     pub fn names_address(&self, ip: IpAddr) -> bool {
-        self.rules
-            .iter()
-            .any(|rule| matches!(&rule.target, Target::Net(net) if net.contains(&ip)))
+        let kind = forbidden(ip);
+        self.rules.iter().any(|rule| {
+            matches!(&rule.target, Target::Net(net)
+                if net.contains(&ip)
+                    && forbidden(net.network()) == kind
+                    && forbidden(net.broadcast()) == kind)
+        })
     }
 
     /// The patterns, as given: for the tool description and messages.
@@ -263,6 +272,28 @@ impl Allowlist {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_broad_network_names_only_addresses_of_its_own_kind() {
+        let list =
+            Allowlist::parse(["0.0.0.0/0:8999", "::/0", "10.20.0.0/16", "127.0.0.1"]).unwrap();
+        for ip in [
+            "169.254.169.254",
+            "127.0.0.2",
+            "::1",
+            "fe80::1",
+            "192.168.1.1",
+        ] {
+            assert!(!list.names_address(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["10.20.3.4", "127.0.0.1"] {
+            assert!(list.names_address(ip.parse().unwrap()), "{ip}");
+        }
+        let metadata = Allowlist::parse(["169.254.169.254"]).unwrap();
+        assert!(metadata.names_address("169.254.169.254".parse().unwrap()));
+        assert!(!metadata.names_address("169.254.169.253".parse().unwrap()));
+    }
+
     use super::*;
 
     fn list(text: &str) -> Allowlist {

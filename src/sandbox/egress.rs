@@ -14,9 +14,8 @@ use tokio::sync::OnceCell;
 use super::types::SandboxError;
 use crate::egress::{Endpoint, Policy};
 
-/// A socket folder older than this was left by a server that crashed (no container of ours
-/// lives that long: sessions at most a day).
-const STALE: Duration = Duration::from_secs(2 * 24 * 3600);
+/// A socket folder with no socket this old was left by a server killed while making it.
+const STALE: Duration = Duration::from_secs(60);
 /// What a container with an allowlist finds in /etc/resolv.conf.
 const RESOLV_CONF: &str = "# No nameserver: this sandbox has no network. Names are resolved by \
 the server's egress proxy (HTTP_PROXY), which decides which hosts may be reached.\n";
@@ -138,23 +137,34 @@ fn refusal(name: &str, runtime: &bollard::models::Runtime) -> Option<String> {
     })
 }
 
-/// Removes the socket folders under `base` that no live server can still use.
+/// Removes the socket folders under `base` that no live server uses: a socket nobody listens
+/// on any more (its server was killed), or a folder with no socket past [`STALE`] (made by
+/// a server killed between the two).
 fn remove_stale(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };
     let now = SystemTime::now();
     for entry in entries.flatten() {
-        let Ok(meta) = entry.path().symlink_metadata() else {
+        let path = entry.path();
+        let Ok(meta) = path.symlink_metadata() else {
             continue;
         };
-        let old = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .is_some_and(|age| age > STALE);
-        if old && meta.is_dir() {
-            let _ = std::fs::remove_dir_all(entry.path());
+        if !meta.is_dir() {
+            continue;
+        }
+        let socket = path.join(crate::egress::SOCKET);
+        let dead = match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(_) => false,
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => true,
+            Err(_) => meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > STALE),
+        };
+        if dead {
+            let _ = std::fs::remove_dir_all(&path);
         }
     }
 }
