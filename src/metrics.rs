@@ -315,6 +315,7 @@ mod tests {
             connections,
             bytes_sent: sent,
             bytes_received: received,
+            secrets: Vec::new(),
         };
         metrics.egress(&[
             attempt(crate::egress::Verdict::Allowed, 3, 100, 5000),

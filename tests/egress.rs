@@ -18,6 +18,7 @@ fn policy(patterns: &[&str]) -> Policy {
         max_bytes: 64 << 20,
         max_connections: 64,
         connect_timeout: Duration::from_secs(5),
+        secrets: None,
     }
 }
 

@@ -46,6 +46,19 @@ pub struct EgressArgs {
     #[arg(long, global = true, env = "PYEXEC_EGRESS_MAX_CONNECTIONS", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub egress_max_connections: u64,
+
+    /// A credential the egress proxy puts into requests to its hosts only: NAME=HOST[,HOST…]
+    /// (443 unless HOST:PORT; bound hosts are allowed). The value comes from the server's
+    /// environment variable NAME; code sees a placeholder. Repeatable; the variable
+    /// separates secrets with `;`
+    #[arg(
+        long = "secret",
+        global = true,
+        env = "PYEXEC_SECRETS",
+        value_delimiter = ';',
+        value_name = "NAME=HOST"
+    )]
+    pub secret: Vec<String>,
 }
 
 fn egress_bytes(text: &str) -> Result<u64, String> {
@@ -64,10 +77,19 @@ impl EgressArgs {
             .flat_map(|value| value.split_whitespace())
             .filter(|pattern| !pattern.is_empty())
             .collect();
-        if patterns.is_empty() {
+        let secrets = super::secrets::load(&self.secret)?;
+        if patterns.is_empty() && secrets.is_none() {
             return Ok(None);
         }
-        let allow = Allowlist::parse(patterns.iter().copied()).map_err(|error| {
+        let bound = secrets
+            .as_ref()
+            .map(super::secrets::patterns)
+            .unwrap_or_default();
+        let every = patterns
+            .iter()
+            .copied()
+            .chain(bound.iter().map(String::as_str));
+        let allow = Allowlist::parse(every).map_err(|error| {
             anyhow::anyhow!(
                 "--allow-host (PYEXEC_ALLOW_HOSTS) `{}`: {}\nhint: write host, host:port, \
                  *.example.com, an IP or a CIDR, each with an optional :port",
@@ -96,6 +118,7 @@ impl EgressArgs {
             max_bytes: self.egress_max_bytes,
             max_connections: self.egress_max_connections as usize,
             connect_timeout: CONNECT_TIMEOUT,
+            secrets: secrets.map(Arc::new),
         })))
     }
 }

@@ -11,6 +11,7 @@ mod environment;
 mod http;
 mod image_build;
 mod sandbox;
+mod secrets;
 mod values;
 
 pub use crate::settings::{

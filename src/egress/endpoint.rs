@@ -19,6 +19,9 @@ use super::proxy::{Policy, Proxy};
 
 /// The socket's name in an endpoint's folder.
 pub const SOCKET: &str = "proxy.sock";
+/// With secrets: the certificates the sandbox trusts (the system's roots and the proxy's
+/// authority), next to the socket.
+pub const CA_BUNDLE: &str = "ca.pem";
 /// Client connections one endpoint serves at once (the runner relays at most 128); more are
 /// closed unanswered, so a program that connects to the socket itself cannot make the server
 /// hold more.
@@ -42,6 +45,11 @@ impl Endpoint {
         }
         std::fs::DirBuilder::new().mode(0o711).create(&dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+        if let Some(secrets) = &policy.secrets {
+            let bundle = dir.join(CA_BUNDLE);
+            std::fs::write(&bundle, secrets.authority().bundle())?;
+            std::fs::set_permissions(&bundle, std::fs::Permissions::from_mode(0o644))?;
+        }
         let endpoint = Self {
             proxy: Proxy::new(policy),
             dir,

@@ -20,18 +20,24 @@ const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
-/// Makes the request's headers what the host may see, or says why it is refused.
-pub(super) fn prepare<B>(request: &mut Request<B>, host: &Host, port: u16) -> Result<(), String> {
+/// Makes the request's headers what the host may see, or says why it is refused. `implied`
+/// is the port a `Host` without one means (80 for http, 443 inside a TLS tunnel).
+pub(super) fn prepare<B>(
+    request: &mut Request<B>,
+    host: &Host,
+    port: u16,
+    implied: u16,
+) -> Result<(), String> {
     let headers = request.headers_mut();
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err("the request has more than one Host header".to_string()),
-        (Some(value), None) if !names(value, host, port) => {
+        (Some(value), None) if !names(value, host, port, implied) => {
             return Err("the Host header names another host".to_string());
         }
         (Some(_), None) => {}
         (None, _) => {
-            let authority = if port == 80 {
+            let authority = if port == implied {
                 host.to_string()
             } else {
                 format!("{}:{port}", bracketed(host))
@@ -44,13 +50,14 @@ pub(super) fn prepare<B>(request: &mut Request<B>, host: &Host, port: u16) -> Re
     Ok(())
 }
 
-fn names(value: &HeaderValue, host: &Host, port: u16) -> bool {
+fn names(value: &HeaderValue, host: &Host, port: u16, implied: u16) -> bool {
     value
         .to_str()
         .ok()
         .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
         .is_some_and(|a| {
-            Host::parse(a.host()).ok().as_ref() == Some(host) && a.port_u16().unwrap_or(80) == port
+            Host::parse(a.host()).ok().as_ref() == Some(host)
+                && a.port_u16().unwrap_or(implied) == port
         })
 }
 
@@ -96,17 +103,17 @@ mod tests {
     #[test]
     fn one_agreeing_host_passes_and_two_or_another_are_refused() {
         let mut fine = request(&[("host", "Allowed.Test")]);
-        assert_eq!(prepare(&mut fine, &host(), 80), Ok(()));
+        assert_eq!(prepare(&mut fine, &host(), 80, 80), Ok(()));
         let mut two = request(&[("host", "allowed.test"), ("host", "other.test")]);
         assert!(
-            prepare(&mut two, &host(), 80)
+            prepare(&mut two, &host(), 80, 80)
                 .unwrap_err()
                 .contains("more than one")
         );
         let mut other = request(&[("host", "other.test")]);
-        assert!(prepare(&mut other, &host(), 80).is_err());
+        assert!(prepare(&mut other, &host(), 80, 80).is_err());
         let mut port = request(&[("host", "allowed.test:8080")]);
-        assert!(prepare(&mut port, &host(), 80).is_err());
+        assert!(prepare(&mut port, &host(), 80, 80).is_err());
     }
 
     #[test]
@@ -118,7 +125,7 @@ mod tests {
             ("upgrade", "h2c"),
             ("accept", "*/*"),
         ]);
-        prepare(&mut bare, &host(), 8080).unwrap();
+        prepare(&mut bare, &host(), 8080, 80).unwrap();
         let headers = bare.headers();
         assert_eq!(headers[header::HOST], "allowed.test:8080");
         for gone in ["connection", "x-secret", "proxy-authorization", "upgrade"] {

@@ -40,6 +40,9 @@ pub struct Attempt {
     pub bytes_sent: u64,
     /// Bytes the host sent back.
     pub bytes_received: u64,
+    /// The secrets the proxy put into requests to this host (`--secret`), by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// What one call's programs tried, and what they used of their budget.
@@ -131,6 +134,7 @@ impl Ledger {
                     connections: 0,
                     bytes_sent: 0,
                     bytes_received: 0,
+                    secrets: Vec::new(),
                 });
                 attempts.len() - 1
             }
@@ -154,6 +158,15 @@ impl Ledger {
         self.with_entry(entry, |attempt| {
             attempt.bytes_sent += sent;
             attempt.bytes_received += received;
+        });
+    }
+
+    /// The secret `name` was put into a request of `entry`'s.
+    pub(super) fn inject(&self, entry: Option<Entry>, name: &str) {
+        self.with_entry(entry, |attempt| {
+            if !attempt.secrets.iter().any(|s| s == name) {
+                attempt.secrets.push(name.to_string());
+            }
         });
     }
 
@@ -342,6 +355,7 @@ mod tests {
             connections: 2,
             bytes_sent: 900,
             bytes_received: 3 << 20,
+            secrets: Vec::new(),
         }
     }
 

@@ -13,9 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -25,11 +23,13 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::address::{forbidden, private_network, this_machine};
 use super::headers::prepare;
+use super::intercept::Interception;
 use super::ledger::{Entry, Ledger, Metered, Open, Verdict, clock};
-use super::resolve::{places, resolve};
+use super::reply::{Body, answer, empty};
+use super::resolve::{admit, places};
 use super::rules::{Allowlist, Host};
+use super::secrets::Secrets;
 use super::tunnel::{idle, opening};
 
 /// What the proxy lets one call do.
@@ -45,6 +45,8 @@ pub struct Policy {
     /// Connections open at once.
     pub max_connections: usize,
     pub connect_timeout: Duration,
+    /// The secrets the proxy injects for their hosts (`--secret`), if any.
+    pub secrets: Option<Arc<Secrets>>,
 }
 
 /// One call's proxy: its policy, its ledger and the tunnels it runs.
@@ -58,8 +60,6 @@ pub struct Proxy {
     /// This proxy's name lookups running at once (`resolve.rs`).
     lookups: Arc<tokio::sync::Semaphore>,
 }
-
-type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Each direction's buffer in a tunnel: large enough that a bulk download is not bound by
 /// the number of reads.
@@ -137,6 +137,9 @@ impl Proxy {
         else {
             return answer(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
         };
+        if let Some(refusal) = self.leaked(&request, &host, port, false) {
+            return refusal;
+        }
         let (upstream, open, entry) = match self.open(&host, port).await {
             Ok(opened) => opened,
             Err(refusal) => return refusal,
@@ -148,9 +151,24 @@ impl Proxy {
                 let Ok(upgraded) = hyper::upgrade::on(request).await else {
                     return;
                 };
-                proxy
-                    .tunnel(TokioIo::new(upgraded), upstream, host, port, entry)
-                    .await;
+                let client = TokioIo::new(upgraded);
+                match proxy.policy.secrets.clone() {
+                    Some(secrets) if secrets.bound(&host, port) => {
+                        let touched = Arc::new(AtomicU64::new(clock()));
+                        let upstream = proxy.metered(upstream, entry, touched.clone());
+                        let interception = Interception {
+                            secrets,
+                            ledger: proxy.ledger.clone(),
+                            host,
+                            port,
+                            entry,
+                            tasks: proxy.tasks.clone(),
+                            stop: proxy.stop.clone(),
+                        };
+                        interception.run(client, upstream, touched).await;
+                    }
+                    _ => proxy.tunnel(client, upstream, host, port, entry).await,
+                }
             };
             tokio::select! {
                 _ = running => {}
@@ -185,10 +203,16 @@ impl Proxy {
                 ),
             ));
         };
-        let addresses = self
-            .admit(host, port)
-            .await
-            .map_err(|why| self.refuse(host, port, why))?;
+        let policy = &self.policy;
+        let addresses = admit(
+            &policy.allow,
+            policy.allow_private,
+            host,
+            port,
+            self.lookup(),
+        )
+        .await
+        .map_err(|why| self.refuse(host, port, why))?;
         let connected =
             tokio::time::timeout(self.policy.connect_timeout, connect(&addresses)).await;
         match connected {
@@ -211,34 +235,8 @@ impl Proxy {
         }
     }
 
-    /// The addresses `host:port` may be reached at, or why not.
-    async fn admit(&self, host: &Host, port: u16) -> Result<Vec<SocketAddr>, String> {
-        if self.policy.allow.allowing(host, port).is_none() {
-            return Err("not in the allowlist".to_string());
-        }
-        let addresses: Vec<SocketAddr> = match host {
-            Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
-            Host::Name(name) => {
-                resolve(name, port, &self.lookups, self.policy.connect_timeout).await?
-            }
-        };
-        for address in &addresses {
-            let ip = address.ip();
-            if let Some(why) = forbidden(ip)
-                && !(self.policy.allow_private && private_network(ip))
-                && !self.policy.allow.names_address(ip)
-            {
-                return Err(format!("{host} resolves to {ip}, {why}"));
-            }
-            // The host's own addresses (docker0, its LAN address, a public one) lead to its
-            // services, whatever kind of address they are.
-            if this_machine(ip) && !self.policy.allow.names_address(ip) {
-                return Err(format!(
-                    "{host} resolves to {ip}, an address of this machine"
-                ));
-            }
-        }
-        Ok(addresses)
+    fn lookup(&self) -> (&Arc<tokio::sync::Semaphore>, Duration) {
+        (&self.lookups, self.policy.connect_timeout)
     }
 
     /// Records a refusal and makes its 403.
@@ -252,6 +250,30 @@ impl Proxy {
                  the server's operator can allow a host with --allow-host (PYEXEC_ALLOW_HOSTS)\n"
             ),
         )
+    }
+
+    /// A 403 when the request line or a header (name or value) holds a secret's placeholder
+    /// that may not go to `host:port` (`plain`: unencrypted, where no secret goes).
+    fn leaked<B>(
+        &self,
+        request: &Request<B>,
+        host: &Host,
+        port: u16,
+        plain: bool,
+    ) -> Option<Response<Body>> {
+        let secrets = self.policy.secrets.as_ref()?;
+        let leak = secrets.leak_in(request, host, port, plain).err()?;
+        tracing::info!(%host, port, reason = %leak.0, "egress refused");
+        self.ledger
+            .note(host, port, Verdict::Blocked, Some(&leak.0));
+        Some(answer(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "egress refused: {host}:{port}: {}\nthe program may send a secret's placeholder \
+                 only to the hosts it is bound to (--secret NAME=HOST), over https\n",
+                leak.0
+            ),
+        ))
     }
 
     /// Runs a tunnel: the client's first bytes must be a ClientHello for the host asked for
@@ -316,7 +338,10 @@ impl Proxy {
         else {
             return answer(StatusCode::BAD_REQUEST, "egress: the URL names no host\n");
         };
-        if let Err(why) = prepare(&mut request, &host, port) {
+        if let Some(refusal) = self.leaked(&request, &host, port, true) {
+            return refusal;
+        }
+        if let Err(why) = prepare(&mut request, &host, port, 80) {
             return self.refuse(&host, port, why);
         }
         let (upstream, open, entry) = match self.open(&host, port).await {
@@ -365,25 +390,4 @@ async fn connect(addresses: &[SocketAddr]) -> std::io::Result<TcpStream> {
         }
     }
     Err(last)
-}
-
-fn answer(status: StatusCode, text: &str) -> Response<Body> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(text.to_string()))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    // A refused client gets nothing more on this connection.
-    response.headers_mut().insert(
-        hyper::header::CONNECTION,
-        hyper::header::HeaderValue::from_static("close"),
-    );
-    response
-}
-
-fn empty() -> Body {
-    Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed()
 }

@@ -62,11 +62,16 @@ pub fn execute_description(config: &SandboxConfig) -> String {
 fn network(config: &SandboxConfig) -> String {
     if let Some(egress) = &config.egress {
         let hosts: Vec<&str> = egress.allow.patterns().collect();
+        let secrets = egress
+            .secrets
+            .as_deref()
+            .map(credentials)
+            .unwrap_or_default();
         format!(
             "Network: only these hosts, through an HTTP proxy the environment already names \
              (HTTP_PROXY/HTTPS_PROXY; urllib, requests, httpx and curl use it): {}; without \
              a port, 80 and 443. Nothing else is reachable and there is no DNS; a refused \
-             request gets HTTP 403 saying why. At most {} in and out per call.",
+             request gets HTTP 403 saying why. At most {} in and out per call.{secrets}",
             hosts.join(", "),
             size(egress.max_bytes),
         )
@@ -75,6 +80,24 @@ fn network(config: &SandboxConfig) -> String {
     } else {
         format!("Network: Docker network `{}`.", config.network)
     }
+}
+
+/// The credentials a program may use (`--secret`), by name and host: never their values.
+fn credentials(secrets: &crate::egress::Secrets) -> String {
+    let each: Vec<String> = secrets
+        .iter()
+        .map(|s| {
+            let hosts: Vec<String> = s.hosts().iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            format!("{} (for {})", s.name(), hosts.join(", "))
+        })
+        .collect();
+    format!(
+        " Credentials: the environment variables {} hold placeholders; use them as the real \
+         key (a header such as Authorization, or the URL) in https requests to their hosts, \
+         and the proxy puts the real value in. Printing one shows only the placeholder; sent \
+         anywhere else it is refused.",
+        each.join(", ")
+    )
 }
 
 /// `create_session`'s description: when to use a session, and its limits.

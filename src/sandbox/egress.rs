@@ -2,17 +2,20 @@
 //! this machine, the `resolv.conf` with no nameserver every such container gets (names are
 //! the proxy's to resolve), and the one check an engine needs before it can pass a host
 //! socket into a container (gVisor's `--host-uds`). [`Exits::open`] makes a container's
-//! [`Endpoint`]; the launcher mounts it (`spec::add_egress`) and the guard owns it.
+//! [`Endpoint`]; the launcher mounts it ([`add_egress`]) and the guard owns it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bollard::Docker;
+use bollard::models::ContainerCreateBody;
 use tokio::sync::OnceCell;
 
+use super::protocol::{EGRESS_DIR, EGRESS_PORT};
+use super::spec::read_only_bind;
 use super::types::SandboxError;
-use crate::egress::{Endpoint, Policy};
+use crate::egress::{CA_BUNDLE, Endpoint, Policy, Secrets};
 
 /// A socket folder with no socket this old was left by a server killed while making it.
 const STALE: Duration = Duration::from_secs(60);
@@ -71,6 +74,11 @@ impl Exits {
         Ok(Some((endpoint, resolv_conf)))
     }
 
+    /// The secrets the proxy injects, whose placeholders every container gets.
+    pub fn secrets(&self) -> Option<&crate::egress::Secrets> {
+        self.policy.as_ref()?.secrets.as_deref()
+    }
+
     /// The base folder (private, made on first use, with stale folders of crashed servers
     /// removed) and the path of its `resolv.conf`.
     fn prepare(&self) -> std::io::Result<PathBuf> {
@@ -111,6 +119,45 @@ impl Exits {
         match refusal(&name, &runtime) {
             Some(reason) => Err(SandboxError::Egress { reason }),
             None => Ok(()),
+        }
+    }
+}
+
+/// Gives an execution (or session) container its way out through the egress proxy: the
+/// folder of its proxy's socket at [`EGRESS_DIR`] and a `resolv.conf` with no nameserver, both
+/// read-only, and the proxy variables ordinary clients read (urllib, requests, httpx, pip,
+/// curl). The container keeps `--network none`: the runner relays the loopback port they
+/// name to the socket, and nothing else leads anywhere.
+pub fn add_egress(
+    spec: &mut ContainerCreateBody,
+    dir: &Path,
+    resolv: &Path,
+    secrets: Option<&Secrets>,
+) {
+    let host_config = spec.host_config.get_or_insert_with(Default::default);
+    let mounts = host_config.mounts.get_or_insert_with(Vec::new);
+    mounts.push(read_only_bind(dir, EGRESS_DIR));
+    mounts.push(read_only_bind(resolv, "/etc/resolv.conf"));
+    let proxy = format!("http://127.0.0.1:{EGRESS_PORT}");
+    let env = spec.env.get_or_insert_with(Vec::new);
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+        env.push(format!("{name}={proxy}"));
+        env.push(format!("{}={proxy}", name.to_lowercase()));
+    }
+    env.push("NO_PROXY=localhost,127.0.0.1,::1".to_string());
+    env.push("no_proxy=localhost,127.0.0.1,::1".to_string());
+    if let Some(secrets) = secrets {
+        // Placeholders; the proxy's authority next to the system's roots for OpenSSL (urllib,
+        // aiohttp, httpx), requests, curl and pip.
+        env.extend(secrets.env());
+        let bundle = format!("{EGRESS_DIR}/{CA_BUNDLE}");
+        for name in [
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "PIP_CERT",
+        ] {
+            env.push(format!("{name}={bundle}"));
         }
     }
 }

@@ -19,9 +19,9 @@ use tokio_util::task::TaskTracker;
 
 use bollard::models::ContainerCreateBody;
 
-use super::egress::Exits;
+use super::egress::{Exits, add_egress};
 use super::guard::ContainerGuard;
-use super::spec::{add_egress, call_uid, container_spec, session_spec};
+use super::spec::{call_uid, container_spec, session_spec};
 use super::stream::start_attached;
 use super::types::SandboxError;
 use crate::engine::{Engine, LazyDocker};
@@ -159,7 +159,7 @@ impl Launcher {
         let short = name.rsplit_once(&self.instance).map_or(name, |(_, n)| n);
         let folder = format!("{}{short}", self.instance);
         if let Some((endpoint, resolv_conf)) = self.exits.open(docker, &folder).await? {
-            add_egress(spec, endpoint.dir(), &resolv_conf);
+            add_egress(spec, endpoint.dir(), &resolv_conf, self.exits.secrets());
             guard.attach_egress(endpoint);
         }
         Ok(())

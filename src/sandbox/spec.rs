@@ -13,7 +13,7 @@ use bollard::models::{
     MountBindOptionsPropagationEnum, MountType, ResourcesUlimits,
 };
 
-use super::protocol::{EGRESS_DIR, EGRESS_PORT, RUNNER, SESSION_MODE};
+use super::protocol::{RUNNER, SESSION_MODE};
 use crate::labels::{LABEL_DEADLINE, LABEL_INSTALL, LABEL_OWNER, LABEL_SESSION, LABEL_WARM};
 use crate::settings::SandboxConfig;
 /// The uids calls run as: each container draws its own from this range, so no kernel
@@ -111,27 +111,8 @@ pub fn container_spec(
     }
 }
 
-/// Gives an execution (or session) container its way out through the egress proxy: the
-/// folder of its proxy's socket at [`EGRESS_DIR`] and a `resolv.conf` with no nameserver, both
-/// read-only, and the proxy variables ordinary clients read (urllib, requests, httpx, pip,
-/// curl). The container keeps `--network none`: the runner relays the loopback port they
-/// name to the socket, and nothing else leads anywhere.
-pub fn add_egress(spec: &mut ContainerCreateBody, socket_dir: &Path, resolv_conf: &Path) {
-    let host_config = spec.host_config.get_or_insert_with(Default::default);
-    let mounts = host_config.mounts.get_or_insert_with(Vec::new);
-    mounts.push(read_only_bind(socket_dir, EGRESS_DIR));
-    mounts.push(read_only_bind(resolv_conf, "/etc/resolv.conf"));
-    let proxy = format!("http://127.0.0.1:{EGRESS_PORT}");
-    let env = spec.env.get_or_insert_with(Vec::new);
-    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
-        env.push(format!("{name}={proxy}"));
-        env.push(format!("{}={proxy}", name.to_lowercase()));
-    }
-    env.push("NO_PROXY=localhost,127.0.0.1,::1".to_string());
-    env.push("no_proxy=localhost,127.0.0.1,::1".to_string());
-}
-
-fn read_only_bind(source: &Path, target: &str) -> Mount {
+/// A read-only bind of `source` at `target`, not recursive, its mounts kept private.
+pub(super) fn read_only_bind(source: &Path, target: &str) -> Mount {
     Mount {
         target: Some(target.to_string()),
         source: Some(source.display().to_string()),
@@ -387,6 +368,8 @@ fn ulimit(name: &str, value: i64) -> ResourcesUlimits {
 
 #[cfg(test)]
 mod tests {
+    use super::super::egress::add_egress;
+    use super::super::protocol::EGRESS_DIR;
     use super::*;
     use crate::config::SandboxArgs;
 
@@ -410,6 +393,7 @@ mod tests {
             &mut with,
             Path::new("/tmp/x/egress/i7"),
             Path::new("/tmp/x/egress/resolv.conf"),
+            None,
         );
         let host = with.host_config.as_ref().unwrap();
         assert_eq!(host.network_mode.as_deref(), Some("none"));

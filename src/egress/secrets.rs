@@ -1,0 +1,435 @@
+//! Credentials the sandbox never holds (`--secret NAME=HOST`). Each secret's value stays in
+//! this process; the program's environment holds a placeholder instead, which the proxy swaps
+//! for the value only in requests to the hosts the secret is bound to, and swaps back in
+//! their answers. A placeholder on its way anywhere else is refused as an attempted leak.
+//!
+//! This module owns the secrets and the text work: finding placeholders (in any letter case),
+//! injecting values, masking them in answers. The TLS that lets the proxy read a bound host's
+//! requests is `authority.rs`'s and `intercept.rs`'s.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use super::authority::Authority;
+use super::rules::Host;
+
+/// A value shorter than this is refused: the proxy masks it wherever it appears in a bound
+/// host's answers, and a short one would turn up in ordinary text.
+pub const MIN_VALUE: usize = 8;
+/// A value longer than this is refused (a header carries it).
+pub const MAX_VALUE: usize = 4096;
+/// Every placeholder starts with this, then 48 lower-case hex digits (about 180 random bits).
+pub const PLACEHOLDER_PREFIX: &str = "pyexec_";
+
+/// One credential: its name (the program's environment variable), its value (this process
+/// only) and the hosts and ports it may be sent to.
+pub struct Secret {
+    name: String,
+    value: Zeroizing<Vec<u8>>,
+    placeholder: String,
+    hosts: Vec<(Host, u16)>,
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("name", &self.name)
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Secret {
+    /// A secret named `name` holding `value`, bound to `hosts`, with a fresh placeholder.
+    /// Refused (naming the secret, never showing the value) when the value is too short, too
+    /// long or holds anything but visible ASCII.
+    pub fn new(
+        name: &str,
+        value: Zeroizing<Vec<u8>>,
+        hosts: Vec<(Host, u16)>,
+    ) -> Result<Self, String> {
+        if value.len() < MIN_VALUE || value.len() > MAX_VALUE {
+            return Err(format!(
+                "secret {name}: its value must be {MIN_VALUE} to {MAX_VALUE} characters (it \
+                 is masked wherever it appears in a bound host's answers)"
+            ));
+        }
+        if !value.iter().all(|b| (0x21..=0x7e).contains(b)) {
+            return Err(format!(
+                "secret {name}: its value must be visible ASCII, no space or control character \
+                 (it travels in a header)"
+            ));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            value,
+            placeholder: placeholder(),
+            hosts,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn hosts(&self) -> &[(Host, u16)] {
+        &self.hosts
+    }
+
+    fn bound(&self, host: &Host, port: u16) -> bool {
+        self.hosts.iter().any(|(h, p)| h == host && *p == port)
+    }
+
+    fn bound_to_host(&self, host: &Host) -> bool {
+        self.hosts.iter().any(|(h, _)| h == host)
+    }
+}
+
+/// `pyexec_` and 48 hex digits from the system's random source.
+fn placeholder() -> String {
+    let random = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    // A v4 uuid's digits 12 (version) and 16 (variant) are fixed: every kept digit is random.
+    let digits: String = random
+        .char_indices()
+        .filter(|(i, _)| !matches!(i % 32, 12 | 16))
+        .map(|(_, c)| c)
+        .take(48)
+        .collect();
+    format!("{PLACEHOLDER_PREFIX}{digits}")
+}
+
+/// Why a request may not go where it is going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leak(pub String);
+
+/// A text with values put in (`None`: it had no placeholder to replace), and which secrets
+/// they were.
+pub type Injected<'a> = (Option<Zeroizing<Vec<u8>>>, Vec<&'a str>);
+
+/// Every secret of this server, and the authority that lets the proxy read their hosts'
+/// requests.
+pub struct Secrets {
+    list: Vec<Secret>,
+    authority: Authority,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.list).finish()
+    }
+}
+
+impl Secrets {
+    /// The secrets, with a certificate authority made for their hosts. The process is made
+    /// non-dumpable: no core file or ptrace of the same user reads the values.
+    pub fn new(list: Vec<Secret>) -> Result<Self, String> {
+        let mut hosts: Vec<Host> = Vec::new();
+        for secret in &list {
+            for (host, _) in &secret.hosts {
+                if !hosts.contains(host) {
+                    hosts.push(host.clone());
+                }
+            }
+        }
+        let authority = Authority::new(&hosts)?;
+        // SAFETY: prctl(PR_SET_DUMPABLE, 0) has no memory effects; it cannot fail with these
+        // arguments.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        Ok(Self { list, authority })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Secret> {
+        self.list.iter()
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// `NAME=placeholder` for each secret: what a container's environment holds.
+    pub fn env(&self) -> impl Iterator<Item = String> + '_ {
+        self.list
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.placeholder))
+    }
+
+    /// Whether some secret is bound to `host:port` (its tunnels are intercepted).
+    pub fn bound(&self, host: &Host, port: u16) -> bool {
+        self.list.iter().any(|s| s.bound(host, port))
+    }
+
+    /// The secret whose placeholder (in any letter case) is in `text`, if any.
+    pub fn named_in(&self, text: &[u8]) -> Option<&str> {
+        let lower = text.to_ascii_lowercase();
+        self.list
+            .iter()
+            .find(|s| find(&lower, s.placeholder.as_bytes(), 0).is_some())
+            .map(|s| s.name.as_str())
+    }
+
+    /// The first placeholder in `text` (any letter case) that may not go to `host:port`,
+    /// as the reason to refuse; `plain` when the request is not encrypted (then even a
+    /// secret bound to the host is not sent).
+    pub fn leak(&self, text: &[u8], host: &Host, port: u16, plain: bool) -> Result<(), Leak> {
+        let lower = text.to_ascii_lowercase();
+        for secret in &self.list {
+            if find(&lower, secret.placeholder.as_bytes(), 0).is_none() {
+                continue;
+            }
+            if plain && secret.bound_to_host(host) {
+                return Err(Leak(format!(
+                    "secret {} is only sent over TLS",
+                    secret.name
+                )));
+            }
+            if !secret.bound(host, port) {
+                return Err(Leak(format!(
+                    "secret {} is bound to other hosts",
+                    secret.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Secrets::leak`] over a request's line and headers (names and values).
+    pub fn leak_in<B>(
+        &self,
+        request: &hyper::Request<B>,
+        host: &Host,
+        port: u16,
+        plain: bool,
+    ) -> Result<(), Leak> {
+        let mut text = request.uri().to_string().into_bytes();
+        for (name, value) in request.headers() {
+            text.push(b'\n');
+            text.extend_from_slice(name.as_str().as_bytes());
+            text.push(b':');
+            text.extend_from_slice(value.as_bytes());
+        }
+        self.leak(&text, host, port, plain)
+    }
+
+    /// `text` with the placeholders of the secrets bound to `host:port` replaced by their
+    /// values (exactly as written; another case is left as it is, which sends no value), and
+    /// the names of the secrets injected. Refused when it holds a placeholder of a secret not
+    /// bound there. `None`: nothing to replace.
+    pub fn inject(&self, text: &[u8], host: &Host, port: u16) -> Result<Injected<'_>, Leak> {
+        self.leak(text, host, port, false)?;
+        let mut names = Vec::new();
+        let mut out: Option<Zeroizing<Vec<u8>>> = None;
+        for secret in self.list.iter().filter(|s| s.bound(host, port)) {
+            let current: &[u8] = out.as_deref().map_or(text, |v| v.as_slice());
+            if let Some(replaced) = replace(current, secret.placeholder.as_bytes(), &secret.value) {
+                names.push(secret.name.as_str());
+                out = Some(Zeroizing::new(replaced));
+            }
+        }
+        Ok((out, names))
+    }
+
+    /// `text` with every secret's value replaced by its placeholder (a bound host's answer),
+    /// or `None` when it holds none.
+    pub fn mask(&self, text: &[u8]) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        for secret in &self.list {
+            let current: &[u8] = out.as_deref().unwrap_or(text);
+            if let Some(replaced) = replace(current, &secret.value, secret.placeholder.as_bytes()) {
+                out = Some(replaced);
+            }
+        }
+        out
+    }
+
+    /// A streaming [`Secrets::mask`] for an answer's body.
+    pub fn masker(self: &std::sync::Arc<Self>) -> Masker {
+        Masker {
+            secrets: self.clone(),
+            carry: Vec::new(),
+            longest: self.list.iter().map(|s| s.value.len()).max().unwrap_or(1),
+        }
+    }
+}
+
+/// Masks values in a body that arrives in pieces: the end of a piece that could be the start
+/// of a value is held back until the next piece says whether it is.
+pub struct Masker {
+    secrets: std::sync::Arc<Secrets>,
+    carry: Vec<u8>,
+    longest: usize,
+}
+
+impl Masker {
+    /// The next piece, masked; `last` flushes what was held back. Scanned left to right:
+    /// a value found is replaced whole; a tail that could still grow into one waits.
+    pub fn feed(&mut self, piece: &[u8], last: bool) -> Vec<u8> {
+        let mut buffer = std::mem::take(&mut self.carry);
+        buffer.extend_from_slice(piece);
+        let mut out = Vec::with_capacity(buffer.len());
+        let mut i = 0;
+        'scan: while i < buffer.len() {
+            let rest = &buffer[i..];
+            for secret in &self.secrets.list {
+                if rest[0] != secret.value[0] {
+                    continue;
+                }
+                if rest.starts_with(&secret.value) {
+                    out.extend_from_slice(secret.placeholder.as_bytes());
+                    i += secret.value.len();
+                    continue 'scan;
+                }
+                if !last && rest.len() < secret.value.len() && secret.value.starts_with(rest) {
+                    self.carry = rest.to_vec();
+                    break 'scan;
+                }
+            }
+            out.push(rest[0]);
+            i += 1;
+        }
+        debug_assert!(self.carry.len() < self.longest);
+        out
+    }
+}
+
+/// Where `needle` first occurs in `haystack` at or after `from`.
+fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    (from..=haystack.len() - needle.len()).find(|&i| &haystack[i..i + needle.len()] == needle)
+}
+
+/// `text` with every `from` replaced by `to`, or `None` when there is none.
+fn replace(text: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
+    let mut at = find(text, from, 0)?;
+    let mut out = Vec::with_capacity(text.len() + to.len());
+    let mut done = 0;
+    loop {
+        out.extend_from_slice(&text[done..at]);
+        out.extend_from_slice(to);
+        done = at + from.len();
+        match find(text, from, done) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    out.extend_from_slice(&text[done..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str) -> Host {
+        Host::parse(name).unwrap()
+    }
+
+    fn secrets() -> Secrets {
+        let value = |v: &str| Zeroizing::new(v.as_bytes().to_vec());
+        Secrets::new(vec![
+            Secret::new(
+                "API_KEY",
+                value("sk-live-123456"),
+                vec![(host("api.example"), 443)],
+            )
+            .unwrap(),
+            Secret::new(
+                "OTHER",
+                value("other-secret-value"),
+                vec![(host("b.example"), 443)],
+            )
+            .unwrap(),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn placeholders_are_long_random_and_token_shaped() {
+        let (a, b) = (placeholder(), placeholder());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), PLACEHOLDER_PREFIX.len() + 48);
+        assert!(
+            a[7..]
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
+
+    #[test]
+    fn a_value_is_refused_at_start_without_being_shown() {
+        let short = Secret::new("K", Zeroizing::new(b"abc".to_vec()), vec![]).unwrap_err();
+        assert!(
+            short.contains("secret K") && !short.contains("abc"),
+            "{short}"
+        );
+        let spaced = Secret::new("K", Zeroizing::new(b"abc def ghi".to_vec()), vec![]).unwrap_err();
+        assert!(
+            spaced.contains("visible ASCII") && !spaced.contains("def"),
+            "{spaced}"
+        );
+    }
+
+    #[test]
+    fn a_placeholder_is_swapped_only_for_its_own_host_and_refused_elsewhere() {
+        let secrets = secrets();
+        let [key, other] = [&secrets.list[0], &secrets.list[1]];
+        let api = host("api.example");
+        let header = format!("Bearer {}", key.placeholder);
+        let (injected, names) = secrets.inject(header.as_bytes(), &api, 443).unwrap();
+        assert_eq!(injected.unwrap().as_slice(), b"Bearer sk-live-123456");
+        assert_eq!(names, ["API_KEY"]);
+        // Another port of the same host, another host, a plain request, another case.
+        for (to, port, plain) in [(&api, 8443, false), (&host("evil.example"), 443, false)] {
+            let refused = secrets
+                .leak(header.as_bytes(), to, port, plain)
+                .unwrap_err();
+            assert_eq!(refused.0, "secret API_KEY is bound to other hosts");
+        }
+        let plain = secrets.leak(header.as_bytes(), &api, 80, true).unwrap_err();
+        assert_eq!(plain.0, "secret API_KEY is only sent over TLS");
+        let upper = header.to_ascii_uppercase();
+        assert!(
+            secrets
+                .leak(upper.as_bytes(), &host("evil.example"), 443, false)
+                .is_err()
+        );
+        let (same, _) = secrets.inject(upper.as_bytes(), &api, 443).unwrap();
+        assert!(same.is_none(), "another case sends no value");
+        // The other secret's placeholder on its way to api.example.
+        let both = format!("{} {}", key.placeholder, other.placeholder);
+        let refused = secrets.inject(both.as_bytes(), &api, 443).unwrap_err();
+        assert_eq!(refused.0, "secret OTHER is bound to other hosts");
+    }
+
+    #[test]
+    fn values_are_masked_in_answers_even_across_pieces() {
+        let secrets = std::sync::Arc::new(secrets());
+        let placeholder = secrets.list[0].placeholder.clone();
+        let body = b"{\"token\": \"sk-live-123456\", \"again\": \"sk-live-123456\"}";
+        let expected = String::from_utf8_lossy(body).replace("sk-live-123456", &placeholder);
+        for cut in 0..body.len() {
+            let mut masker = secrets.masker();
+            let mut out = masker.feed(&body[..cut], false);
+            out.extend(masker.feed(&body[cut..], false));
+            out.extend(masker.feed(&[], true));
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "cut at {cut}");
+        }
+        // Byte by byte; and a near-miss is given back whole.
+        let mut masker = secrets.masker();
+        let mut out = Vec::new();
+        for b in b"sk-live-12345 sk-live-123456" {
+            out.extend(masker.feed(&[*b], false));
+        }
+        out.extend(masker.feed(&[], true));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("sk-live-12345 {placeholder}")
+        );
+    }
+}
