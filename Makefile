@@ -54,7 +54,7 @@ inspector: image build $(INSPECTOR)
 # the flood tests (a gigabyte through the attach stream) are not bound by a debug build.
 # The unit tests and every tests/*.rs but the engine ones, so a new file is in the everyday
 # suite; named as targets, not filtered out, so the summary counts no test as skipped.
-ENGINE_TESTS := remote ssh egress_hosts
+ENGINE_TESTS := remote ssh egress_hosts secrets
 EVERYDAY_TESTS := $(filter-out $(ENGINE_TESTS),$(basename $(notdir $(wildcard tests/*.rs))))
 test-rust:
 	cargo nextest run --cargo-profile release --no-fail-fast --lib --bins $(EVERYDAY_TESTS:%=--test %)
