@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "bench/egress.rs"]
 mod egress;
+#[path = "bench/secrets.rs"]
+mod secrets;
 
 /// Sequential calls per latency row.
 const CALLS: usize = 30;
@@ -502,6 +504,11 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "target/release/mcp-python-executor".to_string());
     let image = SandboxArgs::default().image;
+    // `bench BINARY secrets`: only the secrets row (what interception costs).
+    if std::env::args().nth(2).as_deref() == Some("secrets") {
+        println!("{}", secrets::row().await?);
+        return Ok(());
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!("bench: latency ({CALLS} calls each)");
 
@@ -821,5 +828,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     println!("{egress_rows}");
+    eprintln!("bench: secrets");
+    println!("{}", secrets::row().await?);
     Ok(())
 }

@@ -2,7 +2,9 @@
 //! engine and runtime, which asks its proxy (through the runner's relay and the mounted
 //! socket) for a host no allowlist names, and must get the proxy's own 403 back. That one
 //! answer proves the whole way out works here: the mount, the runtime passing the host socket
-//! in (gVisor needs `--host-uds=open`), the relay and the proxy.
+//! in (gVisor needs `--host-uds=open`), the relay and the proxy. With `--secret`, the same
+//! call checks that every secret's placeholder is in the environment and that the proxy's
+//! certificate authority loads.
 
 use std::time::Duration;
 
@@ -25,15 +27,30 @@ const PROBE_HOST: &str = "pyexec-doctor.invalid";
 
 /// Runs the probe call (a container of `config`'s image and runtime, removed after).
 pub async fn probe(config: &SandboxConfig) -> Probe {
-    let mut config = config.clone();
-    config.pool.size = 0;
-    let sandbox = Sandbox::new(config);
-    let code = format!(
+    let mut alone = config.clone();
+    alone.pool.size = 0;
+    let sandbox = Sandbox::new(alone);
+    let mut code = format!(
         "import socket\n\
          s = socket.create_connection(('127.0.0.1', 3128), timeout=10)\n\
          s.sendall(b'CONNECT {PROBE_HOST}:1 HTTP/1.1\\r\\nHost: {PROBE_HOST}:1\\r\\n\\r\\n')\n\
          print(s.recv(4096).decode(errors='replace'))\n"
     );
+    let names: Vec<&str> = config
+        .egress
+        .as_ref()
+        .and_then(|p| p.secrets.as_deref())
+        .map(|s| s.iter().map(|s| s.name()).collect())
+        .unwrap_or_default();
+    if !names.is_empty() {
+        // Each secret's placeholder is in place, and the proxy's authority loads.
+        code.push_str(&format!(
+            "import os, ssl\n\
+             ssl.create_default_context(cafile=os.environ['SSL_CERT_FILE'])\n\
+             bad = [n for n in {names:?} if not os.environ.get(n, '').startswith('pyexec_')]\n\
+             print('secrets: no placeholder in ' + ', '.join(bad) if bad else 'secrets in place')\n"
+        ));
+    }
     let ran = sandbox
         .execute(
             &ExecutionRequest::new(&code),
@@ -42,7 +59,12 @@ pub async fn probe(config: &SandboxConfig) -> Probe {
         .await;
     sandbox.shutdown(Duration::from_secs(10)).await;
     match ran {
-        Ok(result) if result.stdout.contains("egress refused") => Probe::Answered,
+        Ok(result)
+            if result.stdout.contains("egress refused")
+                && (names.is_empty() || result.stdout.contains("secrets in place")) =>
+        {
+            Probe::Answered
+        }
         Ok(result) => Probe::Failed(format!(
             "the container could not reach its proxy: {}",
             result

@@ -209,7 +209,7 @@ impl Interception {
             .to_string();
         let (injected, mut names) = self
             .secrets
-            .inject(target.as_bytes(), &self.host, self.port)
+            .inject_query(&target, &self.host, self.port)
             .map_err(|leak| leak.0)?;
         let target = match &injected {
             Some(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),

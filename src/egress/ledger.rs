@@ -210,13 +210,18 @@ pub fn summary(attempts: &[Attempt]) -> Option<String> {
                 reason.as_deref().unwrap_or("refused")
             ),
             (Verdict::Allowed, reason) => format!(
-                "{}:{} allowed ({} connection{}, {} sent, {} received{})",
+                "{}:{} allowed ({} connection{}, {} sent, {} received{}{})",
                 a.host,
                 a.port,
                 a.connections,
                 if a.connections == 1 { "" } else { "s" },
                 bytes(a.bytes_sent),
                 bytes(a.bytes_received),
+                if a.secrets.is_empty() {
+                    String::new()
+                } else {
+                    format!(", secret {} injected", a.secrets.join(", "))
+                },
                 reason
                     .as_deref()
                     .map(|r| format!("; {r}"))

@@ -385,7 +385,12 @@ async fn connect(addresses: &[SocketAddr]) -> std::io::Result<TcpStream> {
     let mut last = std::io::Error::other("no address");
     for address in addresses {
         match TcpStream::connect(address).await {
-            Ok(stream) => return Ok(stream),
+            Ok(stream) => {
+                // A request's head and body, or TLS records, go out as they are written, not
+                // held for the host's ACK of the last segment.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
             Err(error) => last = error,
         }
     }

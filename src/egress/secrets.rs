@@ -27,6 +27,9 @@ pub const PLACEHOLDER_PREFIX: &str = "pyexec_";
 pub struct Secret {
     name: String,
     value: Zeroizing<Vec<u8>>,
+    /// The forms the value is masked in, in any letter case: as it is, percent-encoded and
+    /// JSON-escaped (an answer may echo it in either).
+    forms: Vec<Zeroizing<Vec<u8>>>,
     placeholder: String,
     hosts: Vec<(Host, u16)>,
 }
@@ -61,9 +64,20 @@ impl Secret {
                  (it travels in a header)"
             ));
         }
+        let mut forms = vec![value.clone()];
+        for form in [
+            percent_encoded(&value),
+            json_escaped(&value, false),
+            json_escaped(&value, true),
+        ] {
+            if !forms.iter().any(|f| f.eq_ignore_ascii_case(&form)) {
+                forms.push(form);
+            }
+        }
         Ok(Self {
             name: name.to_string(),
             value,
+            forms,
             placeholder: placeholder(),
             hosts,
         })
@@ -84,6 +98,31 @@ impl Secret {
     fn bound_to_host(&self, host: &Host) -> bool {
         self.hosts.iter().any(|(h, _)| h == host)
     }
+}
+
+/// `value` with every byte but RFC 3986's unreserved ones percent-encoded.
+fn percent_encoded(value: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 3));
+    for &b in value {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+    out
+}
+
+/// `value` as a JSON string holds it; `slash`: with `/` escaped too, as some encoders do.
+fn json_escaped(value: &[u8], slash: bool) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 2));
+    for &b in value {
+        if matches!(b, b'"' | b'\\') || slash && b == b'/' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// `pyexec_` and 48 hex digits from the system's random source.
@@ -215,10 +254,10 @@ impl Secrets {
         self.leak(&text, host, port, plain)
     }
 
-    /// `text` with the placeholders of the secrets bound to `host:port` replaced by their
-    /// values (exactly as written; another case is left as it is, which sends no value), and
-    /// the names of the secrets injected. Refused when it holds a placeholder of a secret not
-    /// bound there. `None`: nothing to replace.
+    /// A header's value with the placeholders of the secrets bound to `host:port` replaced by
+    /// their values (exactly as written; another case is left as it is, which sends no
+    /// value), and the names of the secrets injected. Refused when it holds a placeholder of a
+    /// secret not bound there. `None`: nothing to replace.
     pub fn inject(&self, text: &[u8], host: &Host, port: u16) -> Result<Injected<'_>, Leak> {
         self.leak(text, host, port, false)?;
         let mut names = Vec::new();
@@ -233,17 +272,44 @@ impl Secrets {
         Ok((out, names))
     }
 
-    /// `text` with every secret's value replaced by its placeholder (a bound host's answer),
-    /// or `None` when it holds none.
-    pub fn mask(&self, text: &[u8]) -> Option<Vec<u8>> {
-        let mut out: Option<Vec<u8>> = None;
-        for secret in &self.list {
-            let current: &[u8] = out.as_deref().unwrap_or(text);
-            if let Some(replaced) = replace(current, &secret.value, secret.placeholder.as_bytes()) {
-                out = Some(replaced);
+    /// A request target (`/path?query`) with each query parameter whose value is exactly a
+    /// bound secret's placeholder (`?key=…`, as APIs take keys) given the value instead;
+    /// elsewhere in the target a placeholder stays as it is. Refused like [`Secrets::inject`].
+    pub fn inject_query(&self, target: &str, host: &Host, port: u16) -> Result<Injected<'_>, Leak> {
+        self.leak(target.as_bytes(), host, port, false)?;
+        let Some((path, query)) = target.split_once('?') else {
+            return Ok((None, Vec::new()));
+        };
+        let mut names = Vec::new();
+        let mut out = Zeroizing::new(Vec::with_capacity(target.len() + 64));
+        out.extend_from_slice(path.as_bytes());
+        for (i, pair) in query.split('&').enumerate() {
+            out.push(if i == 0 { b'?' } else { b'&' });
+            let bound = pair.split_once('=').and_then(|(key, value)| {
+                let secret = self
+                    .list
+                    .iter()
+                    .find(|s| s.bound(host, port) && s.placeholder == value)?;
+                Some((key, secret))
+            });
+            match bound {
+                Some((key, secret)) => {
+                    out.extend_from_slice(key.as_bytes());
+                    out.push(b'=');
+                    out.extend_from_slice(&secret.value);
+                    names.push(secret.name.as_str());
+                }
+                None => out.extend_from_slice(pair.as_bytes()),
             }
         }
-        out
+        Ok((if names.is_empty() { None } else { Some(out) }, names))
+    }
+
+    /// `text` with every secret's value (in any of its forms and letter cases) replaced by its
+    /// placeholder (a bound host's answer), or `None` when it holds none.
+    pub fn mask(&self, text: &[u8]) -> Option<Vec<u8>> {
+        let (out, _) = self.scan(text, true);
+        (out != text).then_some(out)
     }
 
     /// A streaming [`Secrets::mask`] for an answer's body.
@@ -251,8 +317,36 @@ impl Secrets {
         Masker {
             secrets: self.clone(),
             carry: Vec::new(),
-            longest: self.list.iter().map(|s| s.value.len()).max().unwrap_or(1),
         }
+    }
+
+    /// Masks `buffer` left to right: a value found is replaced whole; unless `last`, the scan
+    /// stops where the rest could still grow into one. What it made, and how far it read.
+    fn scan(&self, buffer: &[u8], last: bool) -> (Vec<u8>, usize) {
+        let mut out = Vec::with_capacity(buffer.len());
+        let mut i = 0;
+        'scan: while i < buffer.len() {
+            let rest = &buffer[i..];
+            for secret in &self.list {
+                for form in &secret.forms {
+                    let n = form.len().min(rest.len());
+                    if !rest[..n].eq_ignore_ascii_case(&form[..n]) {
+                        continue;
+                    }
+                    if n == form.len() {
+                        out.extend_from_slice(secret.placeholder.as_bytes());
+                        i += n;
+                        continue 'scan;
+                    }
+                    if !last {
+                        return (out, i);
+                    }
+                }
+            }
+            out.push(rest[0]);
+            i += 1;
+        }
+        (out, i)
     }
 }
 
@@ -261,37 +355,15 @@ impl Secrets {
 pub struct Masker {
     secrets: std::sync::Arc<Secrets>,
     carry: Vec<u8>,
-    longest: usize,
 }
 
 impl Masker {
-    /// The next piece, masked; `last` flushes what was held back. Scanned left to right:
-    /// a value found is replaced whole; a tail that could still grow into one waits.
+    /// The next piece, masked; `last` flushes what was held back.
     pub fn feed(&mut self, piece: &[u8], last: bool) -> Vec<u8> {
         let mut buffer = std::mem::take(&mut self.carry);
         buffer.extend_from_slice(piece);
-        let mut out = Vec::with_capacity(buffer.len());
-        let mut i = 0;
-        'scan: while i < buffer.len() {
-            let rest = &buffer[i..];
-            for secret in &self.secrets.list {
-                if rest[0] != secret.value[0] {
-                    continue;
-                }
-                if rest.starts_with(&secret.value) {
-                    out.extend_from_slice(secret.placeholder.as_bytes());
-                    i += secret.value.len();
-                    continue 'scan;
-                }
-                if !last && rest.len() < secret.value.len() && secret.value.starts_with(rest) {
-                    self.carry = rest.to_vec();
-                    break 'scan;
-                }
-            }
-            out.push(rest[0]);
-            i += 1;
-        }
-        debug_assert!(self.carry.len() < self.longest);
+        let (out, read) = self.secrets.scan(&buffer, last);
+        self.carry = buffer[read..].to_vec();
         out
     }
 }
@@ -408,6 +480,28 @@ mod tests {
     }
 
     #[test]
+    fn in_a_url_only_a_query_value_that_is_the_placeholder_gets_the_value() {
+        let secrets = secrets();
+        let key = &secrets.list[0].placeholder;
+        let api = host("api.example");
+        let target = format!("/v1/{key}/x?a=1&key={key}&q=pre{key}");
+        let (injected, names) = secrets.inject_query(&target, &api, 443).unwrap();
+        let injected = String::from_utf8(injected.unwrap().to_vec()).unwrap();
+        assert_eq!(
+            injected,
+            format!("/v1/{key}/x?a=1&key=sk-live-123456&q=pre{key}")
+        );
+        assert_eq!(names, ["API_KEY"]);
+        assert_eq!(secrets.inject_query("/x?a=1", &api, 443).unwrap().0, None);
+        let other = &secrets.list[1].placeholder;
+        let refused = secrets.inject_query(&format!("/x?k={other}"), &api, 443);
+        assert_eq!(
+            refused.unwrap_err().0,
+            "secret OTHER is bound to other hosts"
+        );
+    }
+
+    #[test]
     fn values_are_masked_in_answers_even_across_pieces() {
         let secrets = std::sync::Arc::new(secrets());
         let placeholder = secrets.list[0].placeholder.clone();
@@ -420,6 +514,27 @@ mod tests {
             out.extend(masker.feed(&[], true));
             assert_eq!(String::from_utf8(out).unwrap(), expected, "cut at {cut}");
         }
+        // Encoded, or in another case, as an echo may carry it.
+        let forms = Secret::new("F", Zeroizing::new(b"ab/c+d=\"e".to_vec()), vec![]).unwrap();
+        let secrets = std::sync::Arc::new(Secrets::new(vec![forms]).unwrap());
+        let placeholder = secrets.list[0].placeholder.clone();
+        for echo in [
+            "ab/c+d=\"e",
+            "AB/C+D=\"E",
+            "ab%2Fc%2Bd%3D%22e",
+            "ab%2fc%2bd%3d%22e",
+            "ab/c+d=\\\"e",
+            "ab\\/c+d=\\\"e",
+        ] {
+            let masked = secrets.mask(format!("<{echo}>").as_bytes()).unwrap();
+            assert_eq!(
+                String::from_utf8(masked).unwrap(),
+                format!("<{placeholder}>"),
+                "{echo}"
+            );
+        }
+        let secrets = std::sync::Arc::new(self::secrets());
+        let placeholder = secrets.list[0].placeholder.clone();
         // Byte by byte; and a near-miss is given back whole.
         let mut masker = secrets.masker();
         let mut out = Vec::new();
