@@ -1,49 +1,38 @@
 //! Egress to test hosts by name, over MCP through the built binary (`make test-engines`: root,
-//! `ip`, `openssl`). Each test makes a network namespace of its own with a veth pair
-//! (10.251.K.1 here, 10.251.K.2 there) and runs an HTTP server (port 80) and an HTTPS server
-//! (443, a certificate the test makes) in it, so the allowed host is not this machine's
-//! loopback; nothing is sent anywhere else. The server under test runs in a mount namespace
-//! of its own whose /etc/hosts names the test hosts (`allowed.test` and `other.test` lead to
-//! the namespace, `loop.test` to 127.0.0.1, `meta.test` to 169.254.169.254): real names,
-//! resolved by the proxy through the system's resolver.
+//! `ip`, `openssl`, `unshare`). Each test makes a network namespace of its own with a veth pair
+//! (10.251.K.1 here, 10.251.K.2 there; `tests/common/netns.rs`, shared with `tests/secrets.rs`)
+//! and runs an HTTP server (port 80) and an HTTPS server (443, a certificate the test makes) in
+//! it, so the allowed host is not this machine's loopback; nothing is sent anywhere else. The
+//! server under test runs in a mount namespace of its own whose /etc/hosts names the test hosts
+//! (`allowed.test` and `other.test` lead to the namespace, `loop.test` to 127.0.0.1, `meta.test`
+//! to 169.254.169.254): real names, resolved by the proxy through the system's resolver.
 //!
 //! The attacks: a name not listed, a port not listed, names that lead to loopback, a private
 //! network or the metadata endpoint, a tunnel whose ClientHello names another host (the
 //! certificate is valid for both, so only the proxy's check stops it), a plain request whose
 //! `Host` disagrees with its URL.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use rmcp::service::RunningService;
-use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use rmcp::transport::TokioChildProcess;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
+
+use common::netns::{Netns, with_hosts_file};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mcp-python-executor");
 
 /// A test host: a network namespace with a veth pair, an HTTP and an HTTPS server, and the
 /// files they serve. Removed (servers killed, namespace deleted) when dropped.
 struct TestHost {
-    ns: String,
-    addr: String,
-    dir: PathBuf,
+    netns: Netns,
     ca: String,
-    server: Option<Child>,
-}
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn must(ok: bool, what: &str) {
-    assert!(ok, "could not {what}");
 }
 
 /// Serves `dir` over HTTP on 80 and HTTPS on 443 at the address given.
@@ -65,46 +54,8 @@ plain.serve_forever()
 
 impl TestHost {
     fn start() -> Self {
-        // A free K: `ip netns add` fails when another test (or a crashed run) holds it.
-        let first = std::process::id() % 200;
-        let k = (0..200)
-            .map(|i| (first + i) % 200 + 20)
-            .find(|k| ip(&["netns", "add", &format!("pyexec-eg{k}")]))
-            .expect("a free network namespace name");
-        let ns = format!("pyexec-eg{k}");
-        let (here, there) = (format!("pxeg{k}h"), format!("pxeg{k}n"));
-        let _ = ip(&["link", "del", &here]); // left by a crashed run
-        must(
-            ip(&[
-                "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &ns,
-            ]),
-            "make a veth pair",
-        );
-        must(
-            ip(&["addr", "add", &format!("10.251.{k}.1/30"), "dev", &here]),
-            "address here",
-        );
-        must(ip(&["link", "set", &here, "up"]), "bring the link up");
-        let addr = format!("10.251.{k}.2");
-        must(
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{addr}/30"),
-                "dev",
-                &there,
-            ]),
-            "address there",
-        );
-        must(
-            ip(&["-n", &ns, "link", "set", &there, "up"]),
-            "bring the peer up",
-        );
-        must(ip(&["-n", &ns, "link", "set", "lo", "up"]), "bring lo up");
-        let dir = std::env::temp_dir().join(format!("pyexec-eg{k}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let mut netns = Netns::claim("eg");
+        let dir = &netns.dir;
         let www = dir.join("www");
         std::fs::create_dir_all(&www).unwrap();
         std::fs::write(www.join("index.html"), "hello from the test host\n").unwrap();
@@ -127,45 +78,20 @@ impl TestHost {
             .unwrap();
         assert!(made.success(), "openssl makes a certificate");
         let ca = std::fs::read_to_string(&cert).unwrap();
-        let mut host = Self {
-            ns,
-            addr,
-            dir,
-            ca,
-            server: None,
-        };
-        let mut server = Command::new("ip")
-            .args([
-                "netns", "exec", &host.ns, "python3", "-c", SERVERS, &host.addr,
-            ])
-            .arg(&www)
-            .arg(&cert)
-            .arg(&key)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "serving");
-        host.server = Some(server);
-        host
+        netns.serve(SERVERS, [&www, &cert, &key]);
+        Self { netns, ca }
     }
 
     /// The /etc/hosts the server under test sees.
     fn hosts_file(&self) -> PathBuf {
-        let path = self.dir.join("hosts");
-        let own = self.addr.rsplit_once('.').unwrap().0;
+        let path = self.netns.dir.join("hosts");
+        let addr = &self.netns.addr;
+        let own = addr.rsplit_once('.').unwrap().0;
         std::fs::write(
             &path,
             format!(
                 "127.0.0.1 localhost\n{addr} allowed.test other.test private.test\n\
                  127.0.0.1 loop.test\n169.254.169.254 meta.test\n{own}.1 own.test\n",
-                addr = self.addr,
             ),
         )
         .unwrap();
@@ -176,32 +102,14 @@ impl TestHost {
     /// [`TestHost::hosts_file`], with these `PYEXEC_*` settings.
     async fn server(&self, env: &[(&str, &str)]) -> RunningService<RoleClient, ()> {
         let hosts = self.hosts_file();
-        let command = tokio::process::Command::new("unshare").configure(|cmd| {
-            cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-                .arg("mount --bind \"$1\" /etc/hosts && exec \"$2\"")
-                .arg("sh")
-                .arg(&hosts)
-                .arg(BINARY)
-                .env("PYEXEC_POOL_SIZE", "0")
-                .stderr(Stdio::null());
-            for (key, value) in env {
-                cmd.env(key, value);
-            }
-        });
-        ().serve(TokioChildProcess::new(command).expect("server starts"))
-            .await
-            .expect("MCP handshake")
-    }
-}
-
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            let _ = server.kill();
-            let _ = server.wait();
-        }
-        let _ = ip(&["netns", "del", &self.ns]);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let mut command = with_hosts_file(&hosts, BINARY);
+        command
+            .env("PYEXEC_POOL_SIZE", "0")
+            .stderr(Stdio::null())
+            .envs(env.iter().copied());
+        let transport =
+            TokioChildProcess::new(tokio::process::Command::from(command)).expect("server starts");
+        ().serve(transport).await.expect("MCP handshake")
     }
 }
 

@@ -1,11 +1,12 @@
 //! Secrets injected by the egress proxy, over MCP through the built binary, with real TLS to
 //! test hosts by name (`make test-engines`: root, `ip`, `openssl`, `unshare`). The machinery is
-//! `tests/egress_hosts.rs`'s, copied: a network namespace per test with a veth pair (10.251.K.1
-//! here, 10.251.K.2 there; the same `pyexec-egK` names, so the two files never take the same K),
-//! the server under test in a mount namespace of its own whose /etc/hosts leads `bound.test`,
-//! `other.test` and `unbound.test` there. The test host speaks HTTP on 80 and HTTPS on 443 with a
-//! certificate from a CA the test makes; the server trusts that CA through its `SSL_CERT_FILE`,
-//! the program only the proxy's own CA (`/run/pyexec-egress/ca.pem`).
+//! `tests/egress_hosts.rs`'s, shared in `tests/common/netns.rs`: a network namespace per test
+//! with a veth pair (10.251.K.1 here, 10.251.K.2 there; the same `pyexec-egK` names, so the two
+//! files never take the same K), the server under test in a mount namespace of its own whose
+//! /etc/hosts leads `bound.test`, `other.test` and `unbound.test` there. The test host speaks
+//! HTTP on 80 and HTTPS on 443 with a certificate from a CA the test makes; the server trusts
+//! that CA through its `SSL_CERT_FILE`, the program only the proxy's own CA
+//! (`/run/pyexec-egress/ca.pem`).
 //!
 //! The host hashes what it receives (`/hash`), echoes it back (`/echo`, `/drip`), and appends
 //! every byte it is sent to a log this file reads, so each test can say that the value reached
@@ -19,17 +20,21 @@
 //! intercepted TLS; `Content-Length` with `Transfer-Encoding`; a `Host` or absolute URL naming
 //! another host inside the bound host's tunnel.
 
+mod common;
+
 use std::cell::Cell;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use rmcp::service::RunningService;
-use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use rmcp::transport::TokioChildProcess;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+
+use common::netns::{Netns, with_hosts_file};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mcp-python-executor");
 
@@ -63,24 +68,9 @@ fn is_placeholder(text: &str) -> bool {
 /// A test host: a network namespace with a veth pair and the server below in it, its
 /// certificates and its log. Removed (server killed, namespace deleted) when dropped.
 struct TestHost {
-    ns: String,
-    addr: String,
-    dir: PathBuf,
-    server: Option<Child>,
+    netns: Netns,
     /// Servers under test started so far (each has its own stderr file).
     started: Cell<u32>,
-}
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn must(ok: bool, what: &str) {
-    assert!(ok, "could not {what}");
 }
 
 fn openssl(dir: &PathBuf, args: &[&str]) {
@@ -97,7 +87,9 @@ fn openssl(dir: &PathBuf, args: &[&str]) {
 /// one JSON line per request (or per leftover that is not one): `{port, sni, data}` (`data`
 /// read as Latin-1). `/hash` answers the SHA-256 of `Authorization`, `X-Api-Key` and the
 /// query's `key`; `/echo` the request head as received, with `X-Echo: <Authorization>`;
-/// `/drip` the `Authorization` value, one byte per chunk; anything else `recorded`.
+/// `/drip` the `Authorization` value, one byte per chunk; `/forms` its token as the reason
+/// phrase and as a header's name, and in the body upper-cased and percent-encoded; anything
+/// else `recorded`.
 const SERVERS: &str = r#"
 import hashlib, json, socket, ssl, sys, threading, urllib.parse
 addr, cert, key, log = sys.argv[1:5]
@@ -155,7 +147,7 @@ def serve(c):
         parts = urllib.parse.urlsplit(target)
         path, query = parts.path, urllib.parse.parse_qs(parts.query)
         auth = headers.get("authorization")
-        extra, chunked = "", None
+        extra, chunked, reason = "", None, "OK"
         if path == "/hash":
             body = json.dumps({"authorization": sha(auth), "x-api-key": sha(headers.get("x-api-key")),
                                "key": sha(query.get("key", [None])[0])}).encode()
@@ -163,10 +155,14 @@ def serve(c):
             body, extra = head, "X-Echo: %s\r\n" % (auth or "")
         elif path == "/drip":
             chunked = (auth or "").encode("latin-1")
+        elif path == "/forms":
+            token = (auth or "none").split()[-1]
+            reason, extra = token, "%s: named\r\n" % token
+            body = ("%s %s" % ((auth or "").upper(), urllib.parse.quote(auth or "", safe=""))).encode()
         else:
             body = b"recorded\n"
         close = headers.get("connection", "").lower() == "close"
-        answer = "HTTP/1.1 200 OK\r\n%s%s" % (extra, "Connection: close\r\n" if close else "")
+        answer = "HTTP/1.1 200 %s\r\n%s%s" % (reason, extra, "Connection: close\r\n" if close else "")
         if chunked is None:
             c.sock.sendall(("%sContent-Length: %d\r\n\r\n" % (answer, len(body))).encode("latin-1") + body)
         else:
@@ -218,45 +214,12 @@ for t in servers:
 
 impl TestHost {
     fn start() -> Self {
-        // A free K: `ip netns add` fails when another test (this file's or egress_hosts.rs's,
-        // which takes the same names and addresses) or a crashed run holds it.
-        let first = std::process::id() % 200;
-        let k = (0..200)
-            .map(|i| (first + i) % 200 + 20)
-            .find(|k| ip(&["netns", "add", &format!("pyexec-eg{k}")]))
-            .expect("a free network namespace name");
-        let ns = format!("pyexec-eg{k}");
-        let (here, there) = (format!("pxeg{k}h"), format!("pxeg{k}n"));
-        let _ = ip(&["link", "del", &here]); // left by a crashed run
-        must(
-            ip(&[
-                "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &ns,
-            ]),
-            "make a veth pair",
-        );
-        must(
-            ip(&["addr", "add", &format!("10.251.{k}.1/30"), "dev", &here]),
-            "address here",
-        );
-        must(ip(&["link", "set", &here, "up"]), "bring the link up");
-        let addr = format!("10.251.{k}.2");
-        let with_prefix = format!("{addr}/30");
-        must(
-            ip(&["-n", &ns, "addr", "add", &with_prefix, "dev", &there]),
-            "address there",
-        );
-        must(
-            ip(&["-n", &ns, "link", "set", &there, "up"]),
-            "bring the peer up",
-        );
-        must(ip(&["-n", &ns, "link", "set", "lo", "up"]), "bring lo up");
-        let dir = std::env::temp_dir().join(format!("pyexec-sec{k}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let mut netns = Netns::claim("sec");
+        let dir = &netns.dir;
         // A CA (what the server trusts upstream) and the host's certificate from it: a
         // self-signed leaf with CA:TRUE is refused as an end entity by webpki.
         openssl(
-            &dir,
+            dir,
             &[
                 "req",
                 "-x509",
@@ -278,7 +241,7 @@ impl TestHost {
             ],
         );
         openssl(
-            &dir,
+            dir,
             &[
                 "req",
                 "-newkey",
@@ -301,7 +264,7 @@ impl TestHost {
         )
         .unwrap();
         openssl(
-            &dir,
+            dir,
             &[
                 "x509",
                 "-req",
@@ -321,43 +284,22 @@ impl TestHost {
                 "cert.pem",
             ],
         );
-        let mut host = Self {
-            ns,
-            addr,
-            dir,
-            server: None,
+        let files = ["cert.pem", "key.pem", "requests.log"].map(|name| dir.join(name));
+        netns.serve(SERVERS, files);
+        Self {
+            netns,
             started: Cell::new(0),
-        };
-        let mut server = Command::new("ip")
-            .args([
-                "netns", "exec", &host.ns, "python3", "-c", SERVERS, &host.addr,
-            ])
-            .arg(host.dir.join("cert.pem"))
-            .arg(host.dir.join("key.pem"))
-            .arg(host.dir.join("requests.log"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "serving");
-        host.server = Some(server);
-        host
+        }
     }
 
     /// The /etc/hosts the server under test sees.
     fn hosts_file(&self) -> PathBuf {
-        let path = self.dir.join("hosts");
+        let path = self.netns.dir.join("hosts");
         std::fs::write(
             &path,
             format!(
                 "127.0.0.1 localhost\n{} bound.test other.test unbound.test\n",
-                self.addr
+                self.netns.addr
             ),
         )
         .unwrap();
@@ -371,35 +313,42 @@ impl TestHost {
         let hosts = self.hosts_file();
         let n = self.started.get();
         self.started.set(n + 1);
-        let log = std::fs::File::create(self.dir.join(format!("server-{n}.log"))).unwrap();
-        let command = tokio::process::Command::new("unshare").configure(|cmd| {
-            cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-                .arg("mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"")
-                .arg("sh")
-                .arg(&hosts)
-                .arg(BINARY)
-                .args(args)
-                .env("PYEXEC_POOL_SIZE", "0")
-                .env("PYEXEC_TIMEOUT", "100")
-                // The test host is on a private network (10.251/16), as a company's API would be.
-                .env("PYEXEC_EGRESS_ALLOW_PRIVATE", "true")
-                .env("SSL_CERT_FILE", self.dir.join("ca.pem"))
-                .env("RUST_LOG", "trace");
-            for (key, value) in env {
-                cmd.env(key, value);
-            }
-        });
+        let log = std::fs::File::create(self.netns.dir.join(format!("server-{n}.log"))).unwrap();
+        let mut command = with_hosts_file(&hosts, BINARY);
+        command
+            .args(args)
+            .env("PYEXEC_POOL_SIZE", "0")
+            .env("PYEXEC_TIMEOUT", "100")
+            // The test host is on a private network (10.251/16), as a company's API would be.
+            .env("PYEXEC_EGRESS_ALLOW_PRIVATE", "true")
+            .env("SSL_CERT_FILE", self.netns.dir.join("ca.pem"))
+            .env("RUST_LOG", "trace")
+            .envs(env.iter().copied());
         // The builder's stderr: `TokioChildProcess::new` makes the child's inherit ours.
-        let (transport, _) = TokioChildProcess::builder(command)
+        let (transport, _) = TokioChildProcess::builder(tokio::process::Command::from(command))
             .stderr(log)
             .spawn()
             .expect("server starts");
         ().serve(transport).await.expect("MCP handshake")
     }
 
+    /// [`TestHost::server`] with `API_TOKEN` (holding `value`) bound to `bound.test` by
+    /// `PYEXEC_SECRETS`, and `unbound.test` allowed.
+    async fn bound_server(&self, value: &str) -> RunningService<RoleClient, ()> {
+        self.server(
+            &[],
+            &[
+                ("PYEXEC_SECRETS", "API_TOKEN=bound.test"),
+                ("PYEXEC_ALLOW_HOSTS", "unbound.test"),
+                (NAME, value),
+            ],
+        )
+        .await
+    }
+
     /// What the host was sent: `{port, sni, data}` per request.
     fn records(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.join("requests.log"))
+        std::fs::read_to_string(self.netns.dir.join("requests.log"))
             .unwrap_or_default()
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
@@ -415,7 +364,7 @@ impl TestHost {
 
     fn assert_logs_lack(&self, value: &str) {
         for n in 0..self.started.get() {
-            let log = std::fs::read(self.dir.join(format!("server-{n}.log"))).unwrap();
+            let log = std::fs::read(self.netns.dir.join(format!("server-{n}.log"))).unwrap();
             let log = String::from_utf8_lossy(&log);
             assert!(
                 log.contains("egress"),
@@ -431,17 +380,6 @@ impl TestHost {
     }
 }
 
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            let _ = server.kill();
-            let _ = server.wait();
-        }
-        let _ = ip(&["netns", "del", &self.ns]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 async fn call(client: &RunningService<RoleClient, ()>, code: &str) -> CallToolResult {
     let params = CallToolRequestParams::new("execute_python")
         .with_arguments(json!({ "code": code }).as_object().unwrap().clone());
@@ -454,8 +392,11 @@ async fn call(client: &RunningService<RoleClient, ()>, code: &str) -> CallToolRe
 /// The answer's text, once it is known to hold nothing of `value` (the whole answer,
 /// structured content included), so it may be printed.
 fn text_without(result: &CallToolResult, value: &str) -> String {
-    let whole = serde_json::to_string(result).unwrap();
-    assert!(!whole.contains(value), "the answer holds the value");
+    let whole = serde_json::to_string(result).unwrap().to_ascii_uppercase();
+    assert!(
+        !whole.contains(&value.to_ascii_uppercase()),
+        "the answer holds the value (in some letter case)"
+    );
     result
         .content
         .iter()
@@ -475,6 +416,14 @@ fn case(out: &str, name: &str) -> Value {
         .find_map(|line| line.strip_prefix(&prefix))
         .unwrap_or_else(|| panic!("no case {name:?} in:\n{out}"));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("case {name:?}: {e}: {line}"))
+}
+
+/// The program's placeholder, as it printed it with `case("placeholder", {"value": PH})`.
+fn placeholder(out: &str) -> String {
+    case(out, "placeholder")["value"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn status(case: &Value) -> &str {
@@ -626,16 +575,7 @@ def client_hello(name):
 async fn the_bound_host_gets_the_value_and_the_program_only_its_placeholder() {
     let host = TestHost::start();
     let value = fresh_value();
-    let client = host
-        .server(
-            &[],
-            &[
-                ("PYEXEC_SECRETS", "API_TOKEN=bound.test"),
-                ("PYEXEC_ALLOW_HOSTS", "unbound.test"),
-                (NAME, &value),
-            ],
-        )
-        .await;
+    let client = host.bound_server(&value).await;
     // The scan looks for anything shaped like the value and compares hashes only; a decoy of
     // the same shape, written to /tmp, shows that it would find one.
     let code = format!(
@@ -741,15 +681,13 @@ async fn what_the_bound_host_sends_back_holds_the_placeholder_not_the_value() {
 case("placeholder", {{"value": PH}})
 case("echo", get("https://bound.test/echo?key=" + PH, {{"Authorization": "Bearer " + PH}}))
 case("drip", get("https://bound.test/drip", {{"Authorization": "Bearer " + PH}}))
-case("raw echo", raw(b"bound.test", req(b"/echo", headers=b"Authorization: Bearer " + P + b"\r\nAccept-Encoding: gzip, br\r\n")))
+case("raw echo", raw(b"bound.test", req(b"/echo", headers=b"Authorization: Bearer " + P + b"\r\nAccept-Encoding: gzip, br\r\nRange: bytes=7-12\r\n")))
+case("forms", raw(b"bound.test", req(b"/forms", headers=b"Authorization: Bearer " + P + b"\r\n")))
 "#
     );
     let result = call(&client, &code).await;
     let out = text_without(&result, &value);
-    let placeholder = case(&out, "placeholder")["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let placeholder = placeholder(&out);
     assert!(is_placeholder(&placeholder), "{placeholder}");
     let echo = case(&out, "echo");
     assert_eq!(echo["status"], 200, "{out}");
@@ -775,6 +713,20 @@ case("raw echo", raw(b"bound.test", req(b"/echo", headers=b"Authorization: Beare
     let head = raw["body"].as_str().unwrap().to_lowercase();
     assert!(head.contains("accept-encoding: identity"), "{head}");
     assert!(!head.contains("gzip"), "{head}");
+    assert!(!head.contains("range:"), "no part of an answer: {head}");
+    // The value as a reason phrase, a header's name, upper-cased, percent-encoded: each masked.
+    let forms = case(&out, "forms");
+    let forms_head = forms["head"].as_str().unwrap();
+    assert!(forms_head.starts_with("HTTP/1.1 200 OK\r\n"), "{forms}");
+    assert!(
+        !forms_head.contains("named"),
+        "the header named with the value is gone: {forms}"
+    );
+    assert_eq!(
+        forms["body"],
+        format!("BEARER {placeholder} Bearer%20{placeholder}"),
+        "every form is the placeholder"
+    );
     assert_eq!(raw["alpn"], Value::Null, "no ALPN was offered, none chosen");
     assert_eq!(
         entry(&result, "bound.test", 443, "allowed")["secrets"],
@@ -903,10 +855,7 @@ case("connect header", raw(b"unbound.test", b"", connect_headers=b"X-Token: " + 
         json!(["OTHER_TOKEN"])
     );
     // Nothing refused reached the host: neither the value nor the placeholder, in any case.
-    let placeholder = case(&out, "placeholder")["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let placeholder = placeholder(&out);
     for record in host.records() {
         let data = record["data"].as_str().unwrap().to_lowercase();
         assert!(!data.contains(&value), "the value reached the host");
@@ -919,16 +868,7 @@ case("connect header", raw(b"unbound.test", b"", connect_headers=b"X-Token: " + 
 async fn smuggling_and_protocol_tricks_never_carry_the_value() {
     let host = TestHost::start();
     let value = fresh_value();
-    let client = host
-        .server(
-            &[],
-            &[
-                ("PYEXEC_SECRETS", "API_TOKEN=bound.test"),
-                ("PYEXEC_ALLOW_HOSTS", "unbound.test"),
-                (NAME, &value),
-            ],
-        )
-        .await;
+    let client = host.bound_server(&value).await;
     let code = format!(
         r#"{PRELUDE}
 AUTH = b"Authorization: Bearer " + P + b"\r\n"
@@ -952,10 +892,7 @@ case("absolute", raw(b"bound.test", req(b"http://unbound.test/case/absolute?key=
     );
     let result = call(&client, &code).await;
     let out = text_without(&result, &value);
-    let placeholder = case(&out, "placeholder")["value"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let placeholder = placeholder(&out);
     assert!(is_placeholder(&placeholder), "{placeholder}");
     for name in ["fold", "fold halves", "second hello", "h2 preface"] {
         assert_refused_or_closed(&out, name);

@@ -4,8 +4,9 @@
 //! (header values, the request target), sends it on over TLS that verifies the real host,
 //! and masks the values in the answer (headers and body) before the program reads it. Only
 //! HTTP/1.1 is offered (ALPN), so nothing reaches the host unread; answers come unencoded
-//! (`Accept-Encoding: identity`; a compressed one is refused, it could hide a value). A
-//! request holding another secret's placeholder, or one in a header's name, is refused.
+//! (`Accept-Encoding: identity`; a compressed one is refused, it could hide a value) and
+//! whole (no `Range`: a part of a value matches no mask). A request holding another secret's
+//! placeholder, or one in a header's name, is refused.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -241,6 +242,9 @@ impl Interception {
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
+        // A part of an answer could hold a part of an echoed value, which no mask matches.
+        headers.remove(header::RANGE);
+        headers.remove(header::IF_RANGE);
         *request.headers_mut() = headers;
         for name in names {
             self.ledger.inject(self.entry, name);
@@ -262,8 +266,14 @@ impl Interception {
                 &format!("egress: {}:{}: {why}\n", self.host, self.port),
             );
         }
+        // A reason phrase the host chose (hyper keeps it as an extension and writes it on)
+        // could carry a value: the program gets the standard one.
+        parts.extensions.clear();
         let mut headers = HeaderMap::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
+            if self.secrets.mask(name.as_str().as_bytes()).is_some() {
+                continue; // a header named with a value
+            }
             let value = match self.secrets.mask(value.as_bytes()) {
                 Some(masked) => HeaderValue::from_bytes(&masked)
                     .unwrap_or_else(|_| HeaderValue::from_static("")),

@@ -3,6 +3,8 @@
 //! to the real Docker daemon and runs the real image built by `make image`.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
