@@ -670,6 +670,57 @@ case("scan", {{"scanned": scanned, "found": found, "decoys": decoys,
 }
 
 #[tokio::test]
+async fn a_session_holds_the_placeholder_and_each_call_reports_its_own_injection() {
+    let host = TestHost::start();
+    let value = fresh_value();
+    let client = host.bound_server(&value).await;
+    let opened = client
+        .call_tool(CallToolRequestParams::new("create_session"))
+        .await
+        .expect("create_session answered");
+    let id = opened.structured_content.as_ref().expect("structured")["session_id"]
+        .as_str()
+        .expect("a session_id")
+        .to_string();
+    let in_session = |code: String| {
+        let params = CallToolRequestParams::new("execute_python").with_arguments(
+            json!({ "code": code, "session_id": id })
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let client = &client;
+        async move {
+            tokio::time::timeout(Duration::from_secs(180), client.call_tool(params))
+                .await
+                .expect("answered in time")
+                .expect("tools/call answered")
+        }
+    };
+    let first = in_session(format!(
+        "{PRELUDE}\ncase(\"placeholder\", {{\"value\": PH}})\n\
+         case(\"hash\", get(\"https://bound.test/hash\", {{\"Authorization\": \"Bearer \" + PH}}))\n"
+    ))
+    .await;
+    let out = text_without(&first, &value);
+    assert!(is_placeholder(&placeholder(&out)), "{out}");
+    let hash: Value = serde_json::from_str(case(&out, "hash")["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        hash["authorization"],
+        sha256_hex(&format!("Bearer {value}"))
+    );
+    assert_eq!(
+        entry(&first, "bound.test", 443, "allowed")["secrets"],
+        json!([NAME])
+    );
+    // The next call of the session tried nothing: its report is its own, and empty.
+    let second = in_session("print(1)".to_string()).await;
+    let egress = &second.structured_content.as_ref().expect("structured")["egress"];
+    assert_eq!(egress, &json!([]), "{egress}");
+    host.finish(client, &value).await;
+}
+
+#[tokio::test]
 async fn what_the_bound_host_sends_back_holds_the_placeholder_not_the_value() {
     let host = TestHost::start();
     let value = fresh_value();
