@@ -584,6 +584,14 @@ case("env", {{k: os.environ.get(k) for k in ["API_TOKEN", "SSL_CERT_FILE", "REQU
 case("ca", {{"certificates": open("{CA_BUNDLE}").read().count("BEGIN CERTIFICATE")}})
 case("hash", get("https://bound.test/hash?key=" + PH, {{"Authorization": "Bearer " + PH, "X-Api-Key": PH}}))
 case("unbound", get("http://unbound.test/record"))
+# A client that trusts only certifi's list (httpx does): certifi answers the proxy's bundle.
+os.makedirs("/tmp/certifi", exist_ok=True)
+open("/tmp/certifi/__init__.py", "w").write("def where():\n    return '/nowhere.pem'\n")
+import certifi
+with_certifi = ssl.create_default_context(cafile=certifi.where())
+answer = urllib.request.urlopen(urllib.request.Request("https://bound.test/hash",
+    headers={{"Authorization": "Bearer " + PH}}), context=with_certifi, timeout=20)
+case("certifi", {{"where": certifi.where(), "body": answer.read().decode()}})
 import glob
 WANT, DECOY = "{want}", "sk-test-" + "0" * 32
 open("/tmp/decoy", "w").write("x=" + DECOY + "\n")
@@ -640,6 +648,13 @@ case("scan", {{"scanned": scanned, "found": found, "decoys": decoys,
     assert_eq!(hashes["key"], sha256_hex(&value), "the query: {hashes}");
     let unbound = case(&out, "unbound");
     assert_eq!(unbound["status"], 200, "{out}");
+    let certifi = case(&out, "certifi");
+    assert_eq!(certifi["where"], CA_BUNDLE, "{certifi}");
+    let hashes: Value = serde_json::from_str(certifi["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        hashes["authorization"],
+        sha256_hex(&format!("Bearer {value}"))
+    );
     let scan = case(&out, "scan");
     assert_eq!(scan["found"], json!([]), "{scan}");
     assert_eq!(scan["in_environ"], false, "{scan}");

@@ -81,7 +81,7 @@ fn parse(spec: &str) -> Result<(String, Vec<(Host, u16)>), String> {
     }
     let upper = name.to_ascii_uppercase();
     if RESERVED.contains(&upper.as_str())
-        || ["PYEXEC_", "PYTHON", "LD_", "PIP_"]
+        || ["PYEXEC_", "PYTHON", "LD_", "PIP_", "LC_"]
             .iter()
             .any(|p| upper.starts_with(p))
     {

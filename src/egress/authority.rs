@@ -1,6 +1,6 @@
 //! The TLS that lets the proxy read (and rewrite) requests to a secret's hosts, and only
 //! theirs. At start it makes a certificate authority of its own, signs one certificate per
-//! bound host with it (name-constrained to those hosts), and drops the authority's key: it
+//! bound host with it (constrained to those names and addresses), and drops its key: it
 //! is never written anywhere, and no certificate for another host can ever be made. The
 //! sandbox trusts that authority next to the system's roots ([`Authority::bundle`]).
 //! Upstream, the proxy verifies the real host's certificate against the system's roots, or
@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, SanType,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    NameConstraints, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -106,19 +107,30 @@ fn authority(
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let names: Vec<GeneralSubtree> = hosts
-        .iter()
-        .filter_map(|h| match h {
-            Host::Name(name) => Some(GeneralSubtree::DnsName(name.clone())),
-            Host::Ip(_) => None,
-        })
-        .collect();
-    if !names.is_empty() && names.len() == hosts.len() {
-        ca.name_constraints = Some(NameConstraints {
-            permitted_subtrees: names,
-            excluded_subtrees: Vec::new(),
-        });
+    // Names and addresses both constrained: a kind with none bound permits only a name or an
+    // address that no host has, so the authority could vouch for nothing else.
+    let mut names = Vec::new();
+    let mut addresses = Vec::new();
+    for host in hosts {
+        match host {
+            Host::Name(name) => names.push(GeneralSubtree::DnsName(name.clone())),
+            Host::Ip(ip) => addresses.push(GeneralSubtree::IpAddress(
+                CidrSubnet::from_addr_prefix(*ip, if ip.is_ipv4() { 32 } else { 128 }),
+            )),
+        }
     }
+    if names.is_empty() {
+        names.push(GeneralSubtree::DnsName("pyexec.invalid".to_string()));
+    }
+    if addresses.is_empty() {
+        addresses.push(GeneralSubtree::IpAddress(CidrSubnet::from_v4_prefix(
+            [0; 4], 32,
+        )));
+    }
+    ca.name_constraints = Some(NameConstraints {
+        permitted_subtrees: names.into_iter().chain(addresses).collect(),
+        excluded_subtrees: Vec::new(),
+    });
     let cert = ca.self_signed(&key)?;
     Ok((cert, Issuer::new(ca, key)))
 }
@@ -130,7 +142,9 @@ fn leaf(
 ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), rcgen::Error> {
     let key = KeyPair::generate()?;
     let mut leaf = CertificateParams::default();
-    leaf.distinguished_name = named(&host.to_string());
+    // The name is in the SAN alone: a common name that looks like a host name is checked
+    // against the name constraints too, and an address is no name.
+    leaf.distinguished_name = named("mcp-python-executor egress");
     leaf.subject_alt_names = vec![match host {
         Host::Name(name) => SanType::DnsName(name.clone().try_into()?),
         Host::Ip(ip) => SanType::IpAddress(*ip),

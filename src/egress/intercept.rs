@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -160,7 +160,6 @@ impl Interception {
         mut request: Request<Incoming>,
         upstream: &Upstream,
     ) -> Response<Body> {
-        let head_only = request.method() == Method::HEAD;
         if let Err(why) = self.rewrite(&mut request) {
             self.refuse(&why);
             return answer(
@@ -180,7 +179,7 @@ impl Interception {
         };
         drop(sender);
         match sent {
-            Ok(response) => self.unmask(response, head_only),
+            Ok(response) => self.unmask(response),
             Err(_) => answer(
                 StatusCode::BAD_GATEWAY,
                 &format!("egress: the request to {} failed\n", self.host),
@@ -253,14 +252,14 @@ impl Interception {
     }
 
     /// The host's answer as the program gets it: every value masked, in headers and body.
-    fn unmask(&self, response: Response<Incoming>, head_only: bool) -> Response<Body> {
+    fn unmask(&self, response: Response<Incoming>) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
-        if let Some(coding) = parts.headers.get(header::CONTENT_ENCODING)
-            && !coding.as_bytes().eq_ignore_ascii_case(b"identity")
-        {
-            let why = "the host answered compressed (Content-Encoding) though asked not to, and a \
-                       compressed answer could carry a secret's value unmasked";
-            self.refuse(why);
+        if let Some(coding) = coded(&parts.headers) {
+            let why = format!(
+                "the host answered with the coding {coding} though asked for none, and a coded \
+                 answer could carry a secret's value unmasked"
+            );
+            self.refuse(&why);
             return answer(
                 StatusCode::BAD_GATEWAY,
                 &format!("egress: {}:{}: {why}\n", self.host, self.port),
@@ -281,14 +280,10 @@ impl Interception {
             };
             headers.append(name.clone(), value);
         }
-        let bodiless = head_only
-            || parts.status.is_informational()
-            || parts.status == StatusCode::NO_CONTENT
-            || parts.status == StatusCode::NOT_MODIFIED;
-        if !bodiless {
-            // Masking may change the body's length: it goes chunked.
-            headers.remove(header::CONTENT_LENGTH);
-        }
+        // Masking may change the body's length (it goes chunked), and the length of a body
+        // not sent (HEAD, 304) is the length of what the host would have sent, value and all.
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::TRANSFER_ENCODING);
         parts.headers = headers;
         let body = Masked {
             inner: body,
@@ -304,6 +299,20 @@ impl Interception {
         self.ledger
             .note(&self.host, self.port, Verdict::Blocked, Some(why));
     }
+}
+
+/// A content or transfer coding of an answer other than `identity` and `chunked` (every
+/// header, every listed coding), which would hide a value from the mask.
+fn coded(headers: &HeaderMap) -> Option<String> {
+    let codings = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .chain(headers.get_all(header::TRANSFER_ENCODING).iter())
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .map(|coding| coding.trim().to_ascii_lowercase());
+    codings
+        .into_iter()
+        .find(|c| !c.is_empty() && c != "identity" && c != "chunked")
 }
 
 /// A host's body with every value masked, piece by piece; trailers are dropped.

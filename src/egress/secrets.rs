@@ -296,7 +296,8 @@ impl Secrets {
                 Some((key, secret)) => {
                     out.extend_from_slice(key.as_bytes());
                     out.push(b'=');
-                    out.extend_from_slice(&secret.value);
+                    // As a query holds any value: `+`, `/` or `=` of a key stay what they are.
+                    out.extend_from_slice(&percent_encoded(&secret.value));
                     names.push(secret.name.as_str());
                 }
                 None => out.extend_from_slice(pair.as_bytes()),
@@ -308,7 +309,7 @@ impl Secrets {
     /// `text` with every secret's value (in any of its forms and letter cases) replaced by its
     /// placeholder (a bound host's answer), or `None` when it holds none.
     pub fn mask(&self, text: &[u8]) -> Option<Vec<u8>> {
-        let (out, _) = self.scan(text, true);
+        let (out, _) = self.scan(text, text.len());
         (out != text).then_some(out)
     }
 
@@ -320,26 +321,19 @@ impl Secrets {
         }
     }
 
-    /// Masks `buffer` left to right: a value found is replaced whole; unless `last`, the scan
-    /// stops where the rest could still grow into one. What it made, and how far it read.
-    fn scan(&self, buffer: &[u8], last: bool) -> (Vec<u8>, usize) {
+    /// Masks `buffer` left to right, up to `cut`: a value found (whole, in `buffer`) is
+    /// replaced, even one that reaches past `cut`. What it made, and how far it read.
+    fn scan(&self, buffer: &[u8], cut: usize) -> (Vec<u8>, usize) {
         let mut out = Vec::with_capacity(buffer.len());
         let mut i = 0;
-        'scan: while i < buffer.len() {
+        'scan: while i < cut {
             let rest = &buffer[i..];
             for secret in &self.list {
                 for form in &secret.forms {
-                    let n = form.len().min(rest.len());
-                    if !rest[..n].eq_ignore_ascii_case(&form[..n]) {
-                        continue;
-                    }
-                    if n == form.len() {
+                    if rest.len() >= form.len() && rest[..form.len()].eq_ignore_ascii_case(form) {
                         out.extend_from_slice(secret.placeholder.as_bytes());
-                        i += n;
+                        i += form.len();
                         continue 'scan;
-                    }
-                    if !last {
-                        return (out, i);
                     }
                 }
             }
@@ -350,19 +344,36 @@ impl Secrets {
     }
 }
 
-/// Masks values in a body that arrives in pieces: the end of a piece that could be the start
-/// of a value is held back until the next piece says whether it is.
+/// Masks values in a body that arrives in pieces. What a piece ends with may be the start of
+/// a value the next piece completes, so the end of each piece waits for the next: always its
+/// whole trailing run of visible ASCII (a value's every form is visible ASCII), up to
+/// [`HELD`] bytes, whatever the value is. How much waits depends on the body alone, so the
+/// way an answer is cut into pieces says nothing of the value.
 pub struct Masker {
     secrets: std::sync::Arc<Secrets>,
     carry: Vec<u8>,
 }
+
+/// The most a masker holds back: the longest form any value may take (percent-encoded, 3
+/// bytes a character), so no form can reach past it.
+pub const HELD: usize = 3 * MAX_VALUE;
 
 impl Masker {
     /// The next piece, masked; `last` flushes what was held back.
     pub fn feed(&mut self, piece: &[u8], last: bool) -> Vec<u8> {
         let mut buffer = std::mem::take(&mut self.carry);
         buffer.extend_from_slice(piece);
-        let (out, read) = self.secrets.scan(&buffer, last);
+        let held = if last {
+            0
+        } else {
+            let run = buffer
+                .iter()
+                .rev()
+                .take_while(|b| (0x21..=0x7e).contains(*b))
+                .count();
+            run.min(HELD)
+        };
+        let (out, read) = self.secrets.scan(&buffer, buffer.len() - held);
         self.carry = buffer[read..].to_vec();
         out
     }
@@ -535,6 +546,15 @@ mod tests {
         }
         let secrets = std::sync::Arc::new(self::secrets());
         let placeholder = secrets.list[0].placeholder.clone();
+        // What waits depends on the body, not on the value: a guess at the value's start is
+        // cut into pieces exactly as any other word.
+        for guess in ["sk-li", "zk-li", "sk-live-12345"] {
+            let mut masker = secrets.masker();
+            assert_eq!(
+                masker.feed(format!("hello {guess}").as_bytes(), false),
+                b"hello "
+            );
+        }
         // Byte by byte; and a near-miss is given back whole.
         let mut masker = secrets.masker();
         let mut out = Vec::new();

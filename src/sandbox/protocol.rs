@@ -424,6 +424,10 @@ mod tests {
             crate::egress::SOCKET
         ));
         runner_has(&format!("_EGRESS_PORT = {EGRESS_PORT}"));
+        runner_has(&format!(
+            "_EGRESS_CA = \"{EGRESS_DIR}/{}\"",
+            crate::egress::CA_BUNDLE
+        ));
         // Spelled once, as the constant: no literal elsewhere can drift from it.
         for value in [
             KILLED.to_string(),

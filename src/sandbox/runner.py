@@ -322,6 +322,45 @@ class _BackendFinder:
         exec(compile(_BACKEND, "<pyexec_figures>", "exec"), module.__dict__)
 
 
+# With secrets, the proxy's authority next to the system's roots (SSL_CERT_FILE names it).
+_EGRESS_CA = "/run/pyexec-egress/ca.pem"
+
+
+class _CertifiFinder:
+    """With secrets: `certifi`, imported from the environment as usual, then answering the
+    bundle SSL_CERT_FILE names from where() and contents(), so the clients that read only
+    certifi's list (httpx, and the SDKs built on it) trust the proxy's authority too."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "certifi":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(_CertifiFinder)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            module.where = lambda: _EGRESS_CA
+            module.contents = lambda: open(_EGRESS_CA, encoding="ascii").read()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _import_hooks():
+    """The program's own imports that the server adjusts: matplotlib's figure backend, and
+    certifi's bundle when the proxy injects secrets."""
+    if os.environ.get("MPLBACKEND") == "module://pyexec_figures":
+        sys.meta_path.append(_BackendFinder)
+    if os.environ.get("SSL_CERT_FILE") == _EGRESS_CA:
+        sys.meta_path.insert(0, _CertifiFinder)
+
+
 def _as_a_program(folder):
     """Gives the program's process what `python3 <folder>/main.py` would have: `site` (the
     environment's site-packages, its `.pth` files, exit() and help()), run here and never in
@@ -356,8 +395,7 @@ def _child(code_pipe, exit):
     path = "/tmp/main.py"
     with open(path, "wb") as file:
         file.write(source)
-    if os.environ.get("MPLBACKEND") == "module://pyexec_figures":
-        sys.meta_path.append(_BackendFinder)
+    _import_hooks()
     main = types.ModuleType("__main__")
     main.__file__ = path
     main.__builtins__ = __builtins__
@@ -521,8 +559,7 @@ def _session_child(call_pipe, done_pipe, exit):
     encoding, errors = sys.stdin.encoding, sys.stdin.errors
     _whole_write_streams()
     _as_a_program("/tmp")
-    if os.environ.get("MPLBACKEND") == "module://pyexec_figures":
-        sys.meta_path.append(_BackendFinder)
+    _import_hooks()
     main = types.ModuleType("__main__")
     main.__builtins__ = __builtins__
     sys.modules["__main__"] = main
