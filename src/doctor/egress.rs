@@ -78,6 +78,21 @@ pub async fn probe(config: &SandboxConfig) -> Probe {
     }
 }
 
+/// What `policy` lets code reach: its patterns, and each secret with its hosts (never a
+/// value).
+pub fn allowed(policy: &crate::egress::Policy) -> Vec<String> {
+    let mut allowed: Vec<String> = policy.allow.patterns().map(str::to_string).collect();
+    for secret in policy.secrets.iter().flat_map(|s| s.iter()) {
+        let hosts: Vec<String> = secret
+            .hosts()
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect();
+        allowed.push(format!("secret {} for {}", secret.name(), hosts.join(" ")));
+    }
+    allowed
+}
+
 /// The egress finding of a probe, with the allowlist it ran under.
 pub fn assess(probe: &Probe, allowed: &[String]) -> Finding {
     let hosts = allowed.join(", ");

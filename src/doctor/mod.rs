@@ -110,17 +110,7 @@ pub async fn gather(sandbox: &SandboxConfig, environment: &EnvironmentConfig) ->
     facts.containers = ours(docker).await;
     facts.dangling_images = dangling(docker).await;
     if let Some(policy) = &sandbox.egress {
-        facts.allowed_hosts = policy.allow.patterns().map(str::to_string).collect();
-        for secret in policy.secrets.iter().flat_map(|s| s.iter()) {
-            let hosts: Vec<String> = secret
-                .hosts()
-                .iter()
-                .map(|(h, p)| format!("{h}:{p}"))
-                .collect();
-            facts
-                .allowed_hosts
-                .push(format!("secret {} for {}", secret.name(), hosts.join(" ")));
-        }
+        facts.allowed_hosts = egress::allowed(policy);
         facts.egress = Some(match facts.image_layout {
             Some(_) => egress::probe(sandbox).await,
             None => egress::Probe::Failed(format!("no image {} to try it in", facts.image)),

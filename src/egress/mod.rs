@@ -17,6 +17,7 @@
 //!   roots real hosts are verified against;
 //! - `intercept`: a bound host's tunnel, opened: requests rewritten, answers masked;
 //! - `reply`: the proxy's own answers (refusals, failures);
+//! - `text`: byte-string search and replace, and the encodings a value is masked in;
 //! - `tunnel`: a tunnel's opening (the ClientHello checked, or a host that speaks first) and
 //!   the idle timeout.
 
@@ -32,6 +33,7 @@ mod resolve;
 mod rules;
 mod secrets;
 mod sni;
+mod text;
 mod tunnel;
 
 pub use address::{forbidden, private_network, this_machine};

@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use super::authority::Authority;
 use super::rules::Host;
+use super::text::{find, json_escaped, percent_encoded, replace};
 
 /// A value shorter than this is refused: the proxy masks it wherever it appears in a bound
 /// host's answers, and a short one would turn up in ordinary text.
@@ -98,31 +99,6 @@ impl Secret {
     fn bound_to_host(&self, host: &Host) -> bool {
         self.hosts.iter().any(|(h, _)| h == host)
     }
-}
-
-/// `value` with every byte but RFC 3986's unreserved ones percent-encoded.
-fn percent_encoded(value: &[u8]) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 3));
-    for &b in value {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b);
-        } else {
-            out.extend_from_slice(format!("%{b:02X}").as_bytes());
-        }
-    }
-    out
-}
-
-/// `value` as a JSON string holds it; `slash`: with `/` escaped too, as some encoders do.
-fn json_escaped(value: &[u8], slash: bool) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(value.len() * 2));
-    for &b in value {
-        if matches!(b, b'"' | b'\\') || slash && b == b'/' {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-    out
 }
 
 /// `pyexec_` and 48 hex digits from the system's random source.
@@ -377,32 +353,6 @@ impl Masker {
         self.carry = buffer[read..].to_vec();
         out
     }
-}
-
-/// Where `needle` first occurs in `haystack` at or after `from`.
-fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if needle.is_empty() || haystack.len() < needle.len() {
-        return None;
-    }
-    (from..=haystack.len() - needle.len()).find(|&i| &haystack[i..i + needle.len()] == needle)
-}
-
-/// `text` with every `from` replaced by `to`, or `None` when there is none.
-fn replace(text: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
-    let mut at = find(text, from, 0)?;
-    let mut out = Vec::with_capacity(text.len() + to.len());
-    let mut done = 0;
-    loop {
-        out.extend_from_slice(&text[done..at]);
-        out.extend_from_slice(to);
-        done = at + from.len();
-        match find(text, from, done) {
-            Some(next) => at = next,
-            None => break,
-        }
-    }
-    out.extend_from_slice(&text[done..]);
-    Some(out)
 }
 
 #[cfg(test)]
