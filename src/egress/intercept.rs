@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use super::headers::prepare;
 use super::ledger::{Entry, Ledger, Metered, Verdict};
-use super::reply::{Body, answer};
+use super::reply::{Body, SECRET_HINT, answer, refused};
 use super::rules::Host;
 use super::secrets::{Masker, Secrets};
 use super::tunnel::idle;
@@ -161,16 +161,7 @@ impl Interception {
         upstream: &Upstream,
     ) -> Response<Body> {
         if let Err(why) = self.rewrite(&mut request) {
-            self.refuse(&why);
-            return answer(
-                StatusCode::FORBIDDEN,
-                &format!(
-                    "egress refused: {}:{}: {why}\nthe program may send a secret's placeholder \
-                     only to the hosts it is bound to (--secret NAME=HOST), in a header's value \
-                     or the URL\n",
-                    self.host, self.port
-                ),
-            );
+            return refused(&self.ledger, &self.host, self.port, &why, SECRET_HINT);
         }
         let mut sender = upstream.lock().await;
         let sent = match sender.ready().await {

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use super::headers::prepare;
 use super::intercept::Interception;
 use super::ledger::{Entry, Ledger, Metered, Open, Verdict, clock};
-use super::reply::{Body, answer, empty};
+use super::reply::{ALLOW_HINT, Body, SECRET_HINT, answer, empty, refused};
 use super::resolve::{admit, places};
 use super::rules::{Allowlist, Host};
 use super::secrets::Secrets;
@@ -241,15 +241,7 @@ impl Proxy {
 
     /// Records a refusal and makes its 403.
     fn refuse(&self, host: &Host, port: u16, why: String) -> Response<Body> {
-        tracing::info!(%host, port, reason = %why, "egress refused");
-        self.ledger.note(host, port, Verdict::Blocked, Some(&why));
-        answer(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "egress refused: {host}:{port}: {why}\n\
-                 the server's operator can allow a host with --allow-host (PYEXEC_ALLOW_HOSTS)\n"
-            ),
-        )
+        refused(&self.ledger, host, port, &why, ALLOW_HINT)
     }
 
     /// A 403 when the request line or a header (name or value) holds a secret's placeholder
@@ -263,17 +255,7 @@ impl Proxy {
     ) -> Option<Response<Body>> {
         let secrets = self.policy.secrets.as_ref()?;
         let leak = secrets.leak_in(request, host, port, plain).err()?;
-        tracing::info!(%host, port, reason = %leak.0, "egress refused");
-        self.ledger
-            .note(host, port, Verdict::Blocked, Some(&leak.0));
-        Some(answer(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "egress refused: {host}:{port}: {}\nthe program may send a secret's placeholder \
-                 only to the hosts it is bound to (--secret NAME=HOST), over https\n",
-                leak.0
-            ),
-        ))
+        Some(refused(&self.ledger, host, port, &leak.0, SECRET_HINT))
     }
 
     /// Runs a tunnel: the client's first bytes must be a ClientHello for the host asked for
